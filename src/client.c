@@ -1,0 +1,385 @@
+/* client.c - one connection's life: create, limits, timeouts, graceful FIN, close. */
+#include "client.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "server.h"
+
+static void client_on_read(struct bufferevent *, void *);
+static void client_on_write(struct bufferevent *, void *);
+static void client_on_event(struct bufferevent *, short, void *);
+
+/* Return the words a log line uses for a close reason. */
+const char *
+client_reason_name(enum close_reason reason)
+{
+	switch (reason) {
+	case CLOSE_PEER:
+		return "peer closed";
+	case CLOSE_IDLE:
+		return "idle timeout";
+	case CLOSE_SLOW_CONSUMER:
+		return "slow consumer";
+	case CLOSE_ERROR:
+		return "error";
+	case CLOSE_SHUTDOWN:
+		return "shutdown";
+	case CLOSE_SHUTDOWN_TIMEOUT:
+		return "shutdown timeout";
+	case CLOSE_QUIT:
+		return "quit";
+	}
+	return "?";
+}
+
+/* Seconds elapsed since ts, on the monotonic clock. */
+static double
+seconds_since(const struct timespec *ts)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - ts->tv_sec) + (double)(now.tv_nsec - ts->tv_nsec) / 1e9;
+}
+
+/* Enable TCP keepalive probes: first after idle seconds, then every idle/3, three times. */
+static void
+client_set_keepalive(evutil_socket_t fd, unsigned idle)
+{
+	int on = idle > 0, interval = idle >= 3 ? (int)idle / 3 : 1, count = 3, seconds = (int)idle;
+
+	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) == -1 || !on)
+		return;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &seconds, sizeof(seconds));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
+}
+
+/* Close clients silent for this long (0: never); also clients that stop reading. */
+void
+client_apply_idle_timeout(struct client *c, unsigned seconds)
+{
+	struct timeval tv = {(time_t)seconds, 0};
+
+	if (seconds == 0)
+		bufferevent_set_timeouts(c->bev, NULL, NULL);
+	else
+		bufferevent_set_timeouts(c->bev, &tv, &tv);
+}
+
+/* Take an accepted socket into service; on failure the socket is closed. */
+struct client *
+client_create(struct server *s, const struct service *svc, evutil_socket_t fd,
+              const struct sockaddr *sa, socklen_t salen)
+{
+	const struct service_config *sc = service_config_of(s->config, svc->id);
+	struct client *c = calloc(1, sizeof(*c));
+	int one = 1;
+
+	if (c == NULL) {
+		log_warn("%s: cannot take a client", svc->name);
+		close(fd);
+		return NULL;
+	}
+	c->server = s;
+	c->service = svc;
+	c->fd = fd;
+	if (salen > sizeof(c->peer_addr))
+		salen = sizeof(c->peer_addr);
+	memcpy(&c->peer_addr, sa, salen);
+	addr_format(sa, c->peer, sizeof(c->peer));
+	clock_gettime(CLOCK_MONOTONIC, &c->started);
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	client_set_keepalive(fd, s->config->tcp_keepalive);
+	c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL) {
+		log_warnx("%s: %s: cannot create a bufferevent", svc->name, c->peer);
+		close(fd);
+		free(c);
+		return NULL;
+	}
+	bufferevent_setcb(c->bev, client_on_read, client_on_write, client_on_event, c);
+	client_apply_idle_timeout(c, sc->idle_timeout);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	server_client_added(s, c);
+	log_info("%s: #%llu %s connected", svc->name, (unsigned long long)c->id, c->peer);
+	if (svc->on_connect != NULL)
+		svc->on_connect(c);
+	return c;
+}
+
+struct evbuffer *
+client_input(struct client *c)
+{
+	return bufferevent_get_input(c->bev);
+}
+
+size_t
+client_output_length(const struct client *c)
+{
+	return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
+/* Queue the whole of buf for the client, moving its chains rather than copying bytes. */
+void
+client_send_buffer(struct client *c, struct evbuffer *buf)
+{
+	size_t len = evbuffer_get_length(buf);
+
+	if (len == 0 || (c->flags & CLIENT_CLOSED))
+		return;
+	c->bytes_queued += len;
+	evbuffer_add_buffer(bufferevent_get_output(c->bev), buf);
+}
+
+/* Queue bytes for the client. */
+void
+client_send(struct client *c, const void *data, size_t len)
+{
+	if (len == 0 || (c->flags & CLIENT_CLOSED))
+		return;
+	c->bytes_queued += len;
+	bufferevent_write(c->bev, data, len);
+}
+
+/*
+ * Stop reading from the client (the read high watermark of libevent 2.1 re-fires
+ * endlessly, so reading is switched off by hand and switched on again from the
+ * write callback once the output is down to the service's low mark).
+ */
+void
+client_pause_reading(struct client *c, unsigned why)
+{
+	if (c->flags & CLIENT_CLOSED)
+		return;
+	if (c->paused == 0)
+		bufferevent_disable(c->bev, EV_READ);
+	c->paused |= why;
+	if (why & PAUSE_BACKPRESSURE)
+		bufferevent_setwatermark(c->bev, EV_WRITE, c->service->output_low_water, 0);
+}
+
+/* Take back one reason to pause; read again once none is left. */
+void
+client_resume_reading(struct client *c, unsigned why)
+{
+	if (!(c->paused & why) || (c->flags & CLIENT_CLOSED))
+		return;
+	c->paused &= ~why;
+	if (why & PAUSE_BACKPRESSURE)
+		bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+	if (c->paused == 0 && !(c->flags & (CLIENT_FINISHING | CLIENT_PEER_EOF)))
+		bufferevent_enable(c->bev, EV_READ);
+}
+
+/* Read at once whatever the kernel already holds for this client (before a shutdown). */
+void
+client_read_pending(struct client *c)
+{
+	struct evbuffer *in;
+	int avail = 0, n;
+
+	if (c->flags & (CLIENT_PEER_EOF | CLIENT_CLOSED | CLIENT_FINISHING))
+		return;
+	if (ioctl(c->fd, FIONREAD, &avail) == -1 || avail <= 0)
+		return;
+	in = bufferevent_get_input(c->bev);
+	n = evbuffer_read(in, c->fd, avail);
+	if (n > 0) {
+		c->bytes_in += (uint64_t)n;
+		c->input_seen = evbuffer_get_length(in);
+	}
+}
+
+/* Bytes arrived: count them and hand them to the service; apply back-pressure. */
+static void
+client_on_read(struct bufferevent *bev, void *arg)
+{
+	struct client *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	const struct service *svc = c->service;
+
+	c->bytes_in += evbuffer_get_length(in) - c->input_seen;
+	svc->on_read(c);
+	if (c->flags & (CLIENT_CLOSED | CLIENT_FINISHING))
+		return;
+	c->input_seen = evbuffer_get_length(in);
+	if (svc->output_high_water != 0 && client_output_length(c) >= svc->output_high_water)
+		client_pause_reading(c, PAUSE_BACKPRESSURE);
+}
+
+/* Output went down to the write low mark. */
+static void
+client_on_write(struct bufferevent *bev, void *arg)
+{
+	struct client *c = arg;
+
+	if ((c->paused & PAUSE_BACKPRESSURE) &&
+	    client_output_length(c) <= c->service->output_low_water)
+		client_resume_reading(c, PAUSE_BACKPRESSURE);
+}
+
+/* Send FIN once; close when the peer has closed too (or nobody waits for it). */
+static void
+client_send_fin(struct client *c)
+{
+	if (!(c->flags & CLIENT_FIN_SENT)) {
+		c->flags |= CLIENT_FIN_SENT;
+		if (shutdown(c->fd, SHUT_WR) == -1 && errno != ENOTCONN) {
+			c->socket_error = errno;
+			client_close(c, CLOSE_ERROR, strerror(errno));
+			return;
+		}
+	}
+	if ((c->flags & CLIENT_PEER_EOF) || c->server->config->shutdown_timeout == 0)
+		client_close(c, c->reason, c->reason_detail[0] ? c->reason_detail : NULL);
+}
+
+/* While finishing: input is read and dropped, so close() never sends RST. */
+static void
+client_on_drain_read(struct bufferevent *bev, void *arg)
+{
+	struct client *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	size_t len = evbuffer_get_length(in);
+
+	c->bytes_in += len - c->input_seen;
+	c->input_seen = 0;
+	evbuffer_drain(in, len);
+}
+
+/* While finishing: the output is flushed; FIN follows. */
+static void
+client_on_drain_write(struct bufferevent *bev, void *arg)
+{
+	struct client *c = arg;
+
+	if (client_output_length(c) == 0)
+		client_send_fin(c);
+}
+
+/* Record why the client goes away, keeping the first reason given. */
+static void
+client_set_reason(struct client *c, enum close_reason reason, const char *detail)
+{
+	c->reason = reason;
+	snprintf(c->reason_detail, sizeof(c->reason_detail), "%s", detail ? detail : "");
+}
+
+/*
+ * Leave gracefully: flush what is owed, send FIN, then read and discard until the
+ * peer's EOF or shutdown_timeout, and only then close (closing with unread input
+ * sends RST, which can destroy data the peer has not read yet).
+ */
+void
+client_finish(struct client *c, enum close_reason reason, const char *detail)
+{
+	struct timeval tv = {(time_t)c->server->config->shutdown_timeout, 0};
+
+	if (c->flags & (CLIENT_FINISHING | CLIENT_CLOSED))
+		return;
+	c->flags |= CLIENT_FINISHING;
+	client_set_reason(c, reason, detail);
+	c->paused = 0;
+	c->input_seen = evbuffer_get_length(bufferevent_get_input(c->bev));
+	evbuffer_drain(bufferevent_get_input(c->bev), c->input_seen);
+	c->input_seen = 0;
+	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+	bufferevent_setcb(c->bev, client_on_drain_read, client_on_drain_write, client_on_event, c);
+	bufferevent_set_timeouts(c->bev, &tv, &tv);
+	bufferevent_enable(c->bev, (c->flags & CLIENT_PEER_EOF) ? EV_WRITE : EV_READ | EV_WRITE);
+	if (client_output_length(c) == 0)
+		client_send_fin(c);
+}
+
+/* Tell whether a socket error is an ordinary way for a peer to vanish. */
+static bool
+client_error_is_routine(int err)
+{
+	return err == ECONNRESET || err == EPIPE || err == ETIMEDOUT || err == ECONNABORTED ||
+	       err == EHOSTUNREACH || err == ENETUNREACH;
+}
+
+/* EOF, error or timeout on the socket. */
+static void
+client_on_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct client *c = arg;
+
+	if (what & BEV_EVENT_EOF) {
+		c->flags |= CLIENT_PEER_EOF;
+		if (c->flags & CLIENT_FINISHING) {
+			/* Still flushing: the write callback sends FIN and closes. */
+			if (c->flags & CLIENT_FIN_SENT)
+				client_close(c, c->reason,
+				             c->reason_detail[0] ? c->reason_detail : NULL);
+			return;
+		}
+		if (c->service->on_eof != NULL)
+			c->service->on_eof(c);
+		else
+			client_finish(c, CLOSE_PEER, NULL);
+		return;
+	}
+	if (what & BEV_EVENT_ERROR) {
+		c->socket_error = EVUTIL_SOCKET_ERROR();
+		client_close(c, CLOSE_ERROR,
+		             c->socket_error ? evutil_socket_error_to_string(c->socket_error) : NULL);
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT) {
+		if (c->flags & CLIENT_FINISHING)
+			client_close(c, CLOSE_SHUTDOWN_TIMEOUT, "peer did not close");
+		else if (what & BEV_EVENT_WRITING)
+			client_close(c, CLOSE_IDLE, "peer does not read");
+		else
+			client_finish(c, CLOSE_IDLE, NULL);
+	}
+}
+
+/* Close at once, dropping what is unsent; the one door out for every client. */
+void
+client_close(struct client *c, enum close_reason reason, const char *detail)
+{
+	int level = LOG_LEVEL_INFO;
+	uint64_t bytes_out;
+	char why[160];
+
+	if (c->flags & CLIENT_CLOSED)
+		return;
+	c->flags |= CLIENT_CLOSED;
+	bytes_out = c->bytes_queued - evbuffer_get_length(bufferevent_get_output(c->bev));
+	if (reason == CLOSE_ERROR) {
+		snprintf(why, sizeof(why), "%s", detail != NULL ? detail : "socket error");
+		why[0] = (char)tolower((unsigned char)why[0]);
+		if (!client_error_is_routine(c->socket_error))
+			level = LOG_LEVEL_WARNING;
+	} else if (detail != NULL && detail[0] != '\0')
+		snprintf(why, sizeof(why), "%s: %s", client_reason_name(reason), detail);
+	else
+		snprintf(why, sizeof(why), "%s", client_reason_name(reason));
+	if (reason == CLOSE_SLOW_CONSUMER)
+		level = LOG_LEVEL_WARNING;
+	if (log_enabled(level))
+		log_write(level, false, "%s: #%llu %s closed (%s): %llu bytes in, %llu bytes out, %.2f s",
+		          c->service->name, (unsigned long long)c->id, c->peer, why,
+		          (unsigned long long)c->bytes_in, (unsigned long long)bytes_out,
+		          seconds_since(&c->started));
+	if (c->service->on_close != NULL)
+		c->service->on_close(c);
+	bufferevent_free(c->bev);
+	c->bev = NULL;
+	server_client_removed(c->server, c);
+}

@@ -1,0 +1,691 @@
+/* config.c - the settings table, INI loading through inih, -o overrides, validation, -T dump. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+
+/* A file bigger than this is not a configuration file. */
+#define CONFIG_MAX_FILE (1024 * 1024)
+
+enum key_type {
+	KEY_BOOL,
+	KEY_UINT,
+	KEY_BIND,
+	KEY_LOG_LEVEL,
+	KEY_LOG_TARGET,
+};
+
+/* One row per setting: it drives defaults, parsing, validation, -o and -T. */
+struct config_key {
+	const char *section;
+	const char *name;
+	enum key_type type;
+	unsigned long min;
+	unsigned long max;
+	size_t offset;
+	const char *default_value;
+};
+
+#define KEY(section, name, type, min, max, field, def)                                           \
+	{ section, name, type, min, max, offsetof(struct config, field), def }
+#define SERVICE_KEYS(section, field, default_port, default_idle)                                   \
+	KEY(section, "enabled", KEY_BOOL, 0, 1, field.enabled, "yes"),                             \
+	KEY(section, "bind", KEY_BIND, 0, 0, field.bind, "0.0.0.0, ::"),                          \
+	KEY(section, "port", KEY_UINT, 0, 65535, field.port, default_port),                                \
+	KEY(section, "backlog", KEY_UINT, 1, 65535, field.backlog, "128"),                         \
+	KEY(section, "idle_timeout", KEY_UINT, 0, 604800, field.idle_timeout, default_idle)
+
+static const struct config_key config_keys[] = {
+	KEY("server", "max_clients", KEY_UINT, 1, 1000000, max_clients, "10000"),
+	KEY("server", "shutdown_timeout", KEY_UINT, 0, 3600, shutdown_timeout, "10"),
+	KEY("server", "tcp_keepalive", KEY_UINT, 0, 86400, tcp_keepalive, "300"),
+	KEY("log", "level", KEY_LOG_LEVEL, 0, 0, log_level, "info"),
+	KEY("log", "target", KEY_LOG_TARGET, 0, 0, log_target, "stderr"),
+	SERVICE_KEYS("echo", echo, "7007", "300"),
+};
+
+#define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
+
+/* State of one inih pass over a file or a string. */
+struct ini_source {
+	const char *name;
+	const char *text;
+	size_t len;
+	size_t pos;
+	unsigned line;
+	char section[64];
+	bool skip_section; /* unknown or broken header: reported once, its keys ignored */
+	struct config *cfg;
+	struct config_errors *errors;
+	unsigned set_on_line[NKEYS];
+};
+
+void
+config_errors_init(struct config_errors *errors)
+{
+	memset(errors, 0, sizeof(*errors));
+}
+
+/* Free every gathered message. */
+void
+config_errors_clear(struct config_errors *errors)
+{
+	for (size_t i = 0; i < errors->count; i++)
+		free(errors->messages[i]);
+	free(errors->messages);
+	config_errors_init(errors);
+}
+
+/* Add one formatted error message. */
+void
+config_errors_add(struct config_errors *errors, const char *fmt, ...)
+{
+	va_list ap;
+	char *msg;
+
+	if (errors->count == errors->capacity) {
+		size_t cap = errors->capacity ? errors->capacity * 2 : 8;
+		char **grown = realloc(errors->messages, cap * sizeof(*grown));
+		if (grown == NULL)
+			fatal("realloc");
+		errors->messages = grown;
+		errors->capacity = cap;
+	}
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) == -1)
+		fatal("vasprintf");
+	va_end(ap);
+	errors->messages[errors->count++] = msg;
+}
+
+/* Find the row for section.name, or NULL. */
+static const struct config_key *
+config_key_find(const char *section, const char *name)
+{
+	for (size_t i = 0; i < NKEYS; i++)
+		if (strcmp(config_keys[i].section, section) == 0 &&
+		    strcmp(config_keys[i].name, name) == 0)
+			return &config_keys[i];
+	return NULL;
+}
+
+/* Tell whether any row lives in section. */
+static bool
+config_section_known(const char *section)
+{
+	for (size_t i = 0; i < NKEYS; i++)
+		if (strcmp(config_keys[i].section, section) == 0)
+			return true;
+	return false;
+}
+
+#define SLOT(cfg, key, type) ((type *)(void *)((char *)(cfg) + (key)->offset))
+
+/* Quote a value for an error message, escaping what is not printable. */
+static const char *
+quote(const char *value, char *buf, size_t len)
+{
+	char escaped[96];
+	size_t vlen = strlen(value);
+
+	log_escape(escaped, sizeof(escaped), value, vlen > 64 ? 64 : vlen);
+	snprintf(buf, len, "\"%s%s\"", escaped, vlen > 64 ? "..." : "");
+	return buf;
+}
+
+/* Split "a, b,c" into trimmed items (empty ones kept, so they can be reported). */
+size_t
+config_list_split(const char *list, char ***items)
+{
+	size_t count = 0;
+	char **out = NULL;
+	const char *p = list;
+
+	for (;;) {
+		const char *comma = strchr(p, ',');
+		const char *end = comma ? comma : p + strlen(p);
+		const char *start = p;
+		char **grown;
+
+		while (start < end && isspace((unsigned char)*start))
+			start++;
+		while (end > start && isspace((unsigned char)end[-1]))
+			end--;
+		grown = realloc(out, (count + 1) * sizeof(*out));
+		if (grown == NULL)
+			fatal("realloc");
+		out = grown;
+		out[count] = strndup(start, (size_t)(end - start));
+		if (out[count] == NULL)
+			fatal("strndup");
+		count++;
+		if (comma == NULL)
+			break;
+		p = comma + 1;
+	}
+	*items = out;
+	return count;
+}
+
+void
+config_list_free(char **items, size_t count)
+{
+	for (size_t i = 0; i < count; i++)
+		free(items[i]);
+	free(items);
+}
+
+/* Tell whether s is a syntactically valid host name (RFC 1123; last label not all digits). */
+static bool
+valid_host_name(const char *s)
+{
+	size_t len = strlen(s), label = 0;
+	bool label_numeric = true;
+
+	if (len == 0 || len > 253)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch == '.') {
+			if (label == 0 || s[i - 1] == '-')
+				return false;
+			label = 0;
+			label_numeric = true;
+		} else if (isalnum(ch) || (ch == '-' && label > 0)) {
+			if (++label > 63)
+				return false;
+			if (!isdigit(ch))
+				label_numeric = false;
+		} else
+			return false;
+	}
+	return label > 0 && s[len - 1] != '-' && !label_numeric;
+}
+
+/* Strip the brackets of "[::1]" in place. */
+static void
+strip_brackets(char *item)
+{
+	size_t len = strlen(item);
+
+	if (len >= 2 && item[0] == '[' && item[len - 1] == ']') {
+		memmove(item, item + 1, len - 2);
+		item[len - 2] = '\0';
+	}
+}
+
+/* Validate and normalise an address list into "a, b". */
+static bool
+parse_bind(const char *value, char **out, char *why, size_t whylen)
+{
+	char **items, qbuf[128];
+	size_t count = config_list_split(value, &items), total = 0;
+	char *joined, *p;
+
+	for (size_t i = 0; i < count; i++) {
+		unsigned char addr[sizeof(struct in6_addr)];
+		strip_brackets(items[i]);
+		if (items[i][0] == '\0') {
+			snprintf(why, whylen, "empty address in %s", quote(value, qbuf, sizeof(qbuf)));
+			config_list_free(items, count);
+			return false;
+		}
+		if (inet_pton(AF_INET, items[i], addr) != 1 &&
+		    inet_pton(AF_INET6, items[i], addr) != 1 && !valid_host_name(items[i])) {
+			snprintf(why, whylen, "%s is not an IP address or host name",
+			         quote(items[i], qbuf, sizeof(qbuf)));
+			config_list_free(items, count);
+			return false;
+		}
+		total += strlen(items[i]) + 2;
+	}
+	joined = malloc(total + 1);
+	if (joined == NULL)
+		fatal("malloc");
+	p = joined;
+	for (size_t i = 0; i < count; i++)
+		p += sprintf(p, "%s%s", i ? ", " : "", items[i]);
+	config_list_free(items, count);
+	*out = joined;
+	return true;
+}
+
+/* Parse an unsigned decimal number within [min, max]. */
+static bool
+parse_uint(const char *value, unsigned long min, unsigned long max, unsigned *out, char *why,
+           size_t whylen)
+{
+	char qbuf[128];
+	unsigned long long n = 0;
+
+	if (*value == '\0') {
+		snprintf(why, whylen, "a number is required");
+		return false;
+	}
+	for (const char *p = value; *p != '\0'; p++) {
+		if (!isdigit((unsigned char)*p)) {
+			snprintf(why, whylen, "%s is not a number", quote(value, qbuf, sizeof(qbuf)));
+			return false;
+		}
+		if (n <= UINT32_MAX)
+			n = n * 10 + (unsigned)(*p - '0');
+	}
+	if (n < min || n > max) {
+		snprintf(why, whylen, "%s is out of range (%lu..%lu)", quote(value, qbuf, sizeof(qbuf)) ,
+		         min, max);
+		return false;
+	}
+	*out = (unsigned)n;
+	return true;
+}
+
+/* Parse a boolean in any of its usual spellings. */
+static bool
+parse_bool(const char *value, bool *out, char *why, size_t whylen)
+{
+	static const char *const yes[] = {"yes", "true", "on", "1"};
+	static const char *const no[] = {"no", "false", "off", "0"};
+	char qbuf[128];
+
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		if (strcasecmp(value, yes[i]) == 0) {
+			*out = true;
+			return true;
+		}
+		if (strcasecmp(value, no[i]) == 0) {
+			*out = false;
+			return true;
+		}
+	}
+	snprintf(why, whylen, "%s is not a boolean (yes/no, true/false, on/off, 1/0)",
+	         quote(value, qbuf, sizeof(qbuf)));
+	return false;
+}
+
+/* Replace the string in a slot. */
+static void
+set_string(char **slot, char *value)
+{
+	free(*slot);
+	*slot = value;
+}
+
+/* Parse value into the key's slot; on failure say why and leave the slot alone. */
+static bool
+parse_value(const struct config_key *key, const char *value, struct config *cfg, char *why,
+            size_t whylen)
+{
+	char qbuf[128], *copy;
+	int level;
+
+	switch (key->type) {
+	case KEY_BOOL:
+		return parse_bool(value, SLOT(cfg, key, bool), why, whylen);
+	case KEY_UINT:
+		return parse_uint(value, key->min, key->max, SLOT(cfg, key, unsigned), why, whylen);
+	case KEY_BIND:
+		if (!parse_bind(value, &copy, why, whylen))
+			return false;
+		set_string(SLOT(cfg, key, char *), copy);
+		return true;
+	case KEY_LOG_LEVEL:
+		level = log_level_parse(value);
+		if (level == -1) {
+			snprintf(why, whylen,
+			         "%s is not a level (debug, info, notice, warning, error)",
+			         quote(value, qbuf, sizeof(qbuf)));
+			return false;
+		}
+		*SLOT(cfg, key, int) = level;
+		return true;
+	case KEY_LOG_TARGET:
+		if (strcmp(value, "stderr") != 0 && strcmp(value, "syslog") != 0 && value[0] != '/') {
+			snprintf(why, whylen, "%s is not stderr, syslog or an absolute file path",
+			         quote(value, qbuf, sizeof(qbuf)));
+			return false;
+		}
+		copy = strdup(value);
+		if (copy == NULL)
+			fatal("strdup");
+		set_string(SLOT(cfg, key, char *), copy);
+		return true;
+	}
+	return false;
+}
+
+/* Format the key's current value as the file would spell it. */
+static void
+format_value(const struct config_key *key, const struct config *cfg, char *buf, size_t len)
+{
+	const void *c = cfg;
+
+	switch (key->type) {
+	case KEY_BOOL:
+		snprintf(buf, len, "%s", *SLOT(c, key, const bool) ? "yes" : "no");
+		break;
+	case KEY_UINT:
+		snprintf(buf, len, "%u", *SLOT(c, key, const unsigned));
+		break;
+	case KEY_BIND:
+	case KEY_LOG_TARGET:
+		snprintf(buf, len, "%s", *SLOT(c, key, char *const));
+		break;
+	case KEY_LOG_LEVEL:
+		snprintf(buf, len, "%s", log_level_name(*SLOT(c, key, const int)));
+		break;
+	}
+}
+
+/* Make a configuration holding the built-in defaults. */
+struct config *
+config_new(void)
+{
+	struct config *cfg = calloc(1, sizeof(*cfg));
+	char why[256];
+
+	if (cfg == NULL)
+		fatal("calloc");
+	for (size_t i = 0; i < NKEYS; i++)
+		if (!parse_value(&config_keys[i], config_keys[i].default_value, cfg, why, sizeof(why)))
+			fatalx("built-in default of [%s] %s: %s", config_keys[i].section,
+			       config_keys[i].name, why);
+	return cfg;
+}
+
+void
+config_free(struct config *cfg)
+{
+	if (cfg == NULL)
+		return;
+	for (size_t i = 0; i < NKEYS; i++)
+		if (config_keys[i].type == KEY_BIND || config_keys[i].type == KEY_LOG_TARGET)
+			free(*SLOT(cfg, &config_keys[i], char *));
+	free(cfg);
+}
+
+/* Apply section.name = value, reporting any error against where. */
+static int
+apply_setting(struct config *cfg, const char *where, const char *section, const char *name,
+              const char *value, struct config_errors *errors, unsigned *set_on_line,
+              unsigned line)
+{
+	const struct config_key *key = config_key_find(section, name);
+	char why[256];
+
+	if (key == NULL) {
+		config_errors_add(errors, "%s: [%s] %s: unknown key", where, section, name);
+		return 1;
+	}
+	if (set_on_line != NULL) {
+		size_t index = (size_t)(key - config_keys);
+		if (set_on_line[index] != 0) {
+			config_errors_add(errors, "%s: [%s] %s: set twice (first on line %u)", where,
+			                  section, name, set_on_line[index]);
+			return 1;
+		}
+		set_on_line[index] = line;
+	}
+	if (!parse_value(key, value, cfg, why, sizeof(why))) {
+		config_errors_add(errors, "%s: [%s] %s: %s", where, section, name, why);
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * Hand inih one line at a time. Debian's inih passes the handler no line number and
+ * splits lines longer than its buffer, so this reader counts lines, rejects long ones,
+ * and reports malformed lines itself (all of them, not only the first) before inih
+ * sees them; inih gets a blank line in their place.
+ */
+static char *
+ini_read_line(char *buf, int size, void *stream)
+{
+	struct ini_source *src = stream;
+	const char *start, *end, *nl;
+	size_t len;
+
+	if (src->pos >= src->len)
+		return NULL;
+	start = src->text + src->pos;
+	nl = memchr(start, '\n', src->len - src->pos);
+	end = nl != NULL ? nl : src->text + src->len;
+	src->pos = (size_t)(end - src->text) + (nl != NULL);
+	src->line++;
+	if (end > start && end[-1] == '\r')
+		end--;
+	if (src->line == 1 && end - start >= 3 && memcmp(start, "\xEF\xBB\xBF", 3) == 0)
+		start += 3;
+	/* Leading blanks are dropped: inih would take an indented line as a continuation. */
+	while (start < end && isspace((unsigned char)*start))
+		start++;
+	len = (size_t)(end - start);
+	buf[0] = '\n';
+	buf[1] = '\0';
+	if (memchr(start, '\0', len) != NULL) {
+		config_errors_add(src->errors, "%s:%u: line contains a NUL byte", src->name, src->line);
+		return buf;
+	}
+	if (len > CONFIG_MAX_LINE || len + 2 > (size_t)size) {
+		config_errors_add(src->errors, "%s:%u: line too long (at most %d bytes)", src->name,
+		                  src->line, CONFIG_MAX_LINE);
+		return buf;
+	}
+	if (len == 0 || *start == ';' || *start == '#')
+		return buf;
+	if (*start == '[') {
+		const char *close = memchr(start, ']', len);
+		const char *name = start + 1, *name_end = close, *rest;
+		if (close == NULL) {
+			config_errors_add(src->errors, "%s:%u: syntax error: section header without ']'",
+			                  src->name, src->line);
+			src->skip_section = true;
+			return buf;
+		}
+		for (rest = close + 1; rest < end && isspace((unsigned char)*rest); rest++)
+			;
+		while (name < name_end && isspace((unsigned char)*name))
+			name++;
+		while (name_end > name && isspace((unsigned char)name_end[-1]))
+			name_end--;
+		if ((rest < end && *rest != ';' && *rest != '#') ||
+		    (size_t)(name_end - name) >= sizeof(src->section)) {
+			config_errors_add(src->errors, "%s:%u: syntax error: bad section header",
+			                  src->name, src->line);
+			src->skip_section = true;
+			return buf;
+		}
+		memcpy(src->section, name, (size_t)(name_end - name));
+		src->section[name_end - name] = '\0';
+		src->skip_section = !config_section_known(src->section);
+		if (src->skip_section)
+			config_errors_add(src->errors, "%s:%u: [%s]: unknown section", src->name,
+			                  src->line, src->section);
+		snprintf(buf, (size_t)size, "[%s]\n", src->section);
+		return buf;
+	}
+	if (memchr(start, '=', len) == NULL && memchr(start, ':', len) == NULL) {
+		config_errors_add(src->errors, "%s:%u: syntax error: expected \"key = value\"",
+		                  src->name, src->line);
+		return buf;
+	}
+	memcpy(buf, start, len);
+	buf[len] = '\n';
+	buf[len + 1] = '\0';
+	return buf;
+}
+
+/* inih's callback for one "name = value" line. */
+static int
+ini_on_value(void *user, const char *section, const char *name, const char *value)
+{
+	struct ini_source *src = user;
+	char where[512];
+
+	(void)section; /* the reader tracks sections itself, with their line numbers */
+	if (src->skip_section)
+		return 1;
+	snprintf(where, sizeof(where), "%s:%u", src->name, src->line);
+	if (src->section[0] == '\0') {
+		config_errors_add(src->errors, "%s: %s: key outside any section", where, name);
+		return 1;
+	}
+	apply_setting(src->cfg, where, src->section, name, value, src->errors, src->set_on_line,
+	              src->line);
+	return 1;
+}
+
+/* Load INI text named name into cfg; returns the number of errors added. */
+int
+config_load_text(struct config *cfg, const char *name, const char *text, size_t len,
+                 struct config_errors *errors)
+{
+	struct ini_source src;
+	size_t before = errors->count;
+	int rc;
+
+	memset(&src, 0, sizeof(src));
+	src.name = name;
+	src.text = text;
+	src.len = len;
+	src.cfg = cfg;
+	src.errors = errors;
+	rc = ini_parse_stream(ini_read_line, &src, ini_on_value, &src);
+	if (rc == -2)
+		config_errors_add(errors, "%s: out of memory", name);
+	else if (rc != 0 && errors->count == before)
+		config_errors_add(errors, "%s:%d: syntax error", name, rc);
+	return (int)(errors->count - before);
+}
+
+/* Load the file at path into cfg; returns the number of errors added. */
+int
+config_load_file(struct config *cfg, const char *path, struct config_errors *errors)
+{
+	FILE *fp = fopen(path, "re");
+	char *text;
+	size_t len;
+	int n;
+
+	if (fp == NULL) {
+		config_errors_add(errors, "%s: cannot read: %s", path, strerror(errno));
+		return 1;
+	}
+	text = malloc(CONFIG_MAX_FILE + 1);
+	if (text == NULL)
+		fatal("malloc");
+	len = fread(text, 1, CONFIG_MAX_FILE + 1, fp);
+	if (ferror(fp)) {
+		config_errors_add(errors, "%s: cannot read: %s", path, strerror(errno));
+		n = 1;
+	} else if (len > CONFIG_MAX_FILE) {
+		config_errors_add(errors, "%s: file too large (more than %d bytes)", path,
+		                  CONFIG_MAX_FILE);
+		n = 1;
+	} else
+		n = config_load_text(cfg, path, text, len, errors);
+	free(text);
+	fclose(fp);
+	return n;
+}
+
+/* Apply one "section.key=value" override; returns the number of errors added. */
+int
+config_set(struct config *cfg, const char *assignment, struct config_errors *errors)
+{
+	const char *dot = strchr(assignment, '.'), *eq = strchr(assignment, '=');
+	char section[64], name[64], where[512], *value, *end;
+	const char *start;
+	size_t slen, nlen;
+	int n;
+
+	snprintf(where, sizeof(where), "-o %s", assignment);
+	if (dot == NULL || eq == NULL || dot > eq) {
+		config_errors_add(errors, "%s: expected SECTION.KEY=VALUE", where);
+		return 1;
+	}
+	slen = (size_t)(dot - assignment);
+	nlen = (size_t)(eq - dot - 1);
+	if (slen >= sizeof(section) || nlen >= sizeof(name)) {
+		config_errors_add(errors, "%s: unknown key", where);
+		return 1;
+	}
+	memcpy(section, assignment, slen);
+	section[slen] = '\0';
+	memcpy(name, dot + 1, nlen);
+	name[nlen] = '\0';
+	if (!config_section_known(section)) {
+		config_errors_add(errors, "%s: [%s]: unknown section", where, section);
+		return 1;
+	}
+	start = eq + 1;
+	while (isspace((unsigned char)*start))
+		start++;
+	value = strdup(start);
+	if (value == NULL)
+		fatal("strdup");
+	for (end = value + strlen(value); end > value && isspace((unsigned char)end[-1]); end--)
+		end[-1] = '\0';
+	n = apply_setting(cfg, where, section, name, value, errors, NULL, 0);
+	free(value);
+	return n;
+}
+
+/* Check what no single key can: the settings taken together. */
+int
+config_validate(const struct config *cfg, struct config_errors *errors)
+{
+	size_t before = errors->count;
+
+	if (!cfg->echo.enabled)
+		config_errors_add(errors, "no service is enabled");
+	return (int)(errors->count - before);
+}
+
+/* Read defaults, then the file (if any), then the overrides, and validate; NULL on errors. */
+struct config *
+config_read(const char *path, char *const *overrides, size_t noverrides,
+            struct config_errors *errors)
+{
+	struct config *cfg = config_new();
+
+	if (path != NULL)
+		config_load_file(cfg, path, errors);
+	for (size_t i = 0; i < noverrides; i++)
+		config_set(cfg, overrides[i], errors);
+	if (errors->count == 0)
+		config_validate(cfg, errors);
+	if (errors->count > 0) {
+		config_free(cfg);
+		return NULL;
+	}
+	return cfg;
+}
+
+/* Print the whole configuration as INI the daemon accepts. */
+void
+config_dump(const struct config *cfg, FILE *out)
+{
+	const char *section = NULL;
+	char value[1024];
+
+	fprintf(out, "; effective configuration of echochatd %s\n", PACKAGE_VERSION);
+	for (size_t i = 0; i < NKEYS; i++) {
+		const struct config_key *key = &config_keys[i];
+		if (section == NULL || strcmp(section, key->section) != 0) {
+			fprintf(out, "%s[%s]\n", section ? "\n" : "", key->section);
+			section = key->section;
+		}
+		format_value(key, cfg, value, sizeof(value));
+		fprintf(out, "%s = %s\n", key->name, value);
+	}
+}

@@ -1,0 +1,33 @@
+/* echo.c - the echo service (RFC 862): every byte back, in order, with back-pressure. */
+#include "echo.h"
+
+#include "client.h"
+
+/* Send everything read back, moving the buffer's chains instead of copying bytes. */
+static void
+echo_on_read(struct client *c)
+{
+	client_send_buffer(c, client_input(c));
+}
+
+/* Before the graceful FIN: echo also what the kernel already received from the peer. */
+static void
+echo_on_shutdown(struct client *c)
+{
+	client_read_pending(c);
+	echo_on_read(c);
+}
+
+/*
+ * The back-pressure of echo lives in the client's generic read pause: past the high
+ * mark of pending output the client is not read from, so one that writes and never
+ * reads holds at most about ECHO_HIGH_WATER plus one read of memory.
+ */
+const struct service echo_service = {
+	.name = "echo",
+	.id = SERVICE_ECHO,
+	.output_high_water = ECHO_HIGH_WATER,
+	.output_low_water = ECHO_LOW_WATER,
+	.on_read = echo_on_read,
+	.on_shutdown = echo_on_shutdown,
+};

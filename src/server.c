@@ -1,0 +1,590 @@
+/* server.c - the event base, listeners, accept, signals, reload and shutdown. */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "config.h"
+
+/* Descriptors kept free for listeners, the log, libevent's own and a spare. */
+#define FD_RESERVE 32
+/* How long a listener rests after accept() ran out of descriptors. */
+#define ACCEPT_RETRY_MS 250
+
+static const int handled_signals[] = {SIGTERM, SIGINT, SIGHUP};
+
+/* Return the name of a signal we handle. */
+static const char *
+signal_name(int signo)
+{
+	switch (signo) {
+	case SIGTERM:
+		return "SIGTERM";
+	case SIGINT:
+		return "SIGINT";
+	case SIGHUP:
+		return "SIGHUP";
+	default:
+		return "signal";
+	}
+}
+
+/* Return the settings of a service. */
+const struct service_config *
+service_config_of(const struct config *cfg, enum service_id id)
+{
+	switch (id) {
+	case SERVICE_ECHO:
+	case SERVICE_COUNT:
+		break;
+	}
+	return &cfg->echo;
+}
+
+const struct service *const services[SERVICE_COUNT] = {
+	[SERVICE_ECHO] = &echo_service,
+};
+
+/* Make a socket listening on sa; returns the fd, or -1 with errno set. */
+static evutil_socket_t
+listen_socket(const struct sockaddr *sa, socklen_t salen, unsigned backlog)
+{
+	int one = 1, saved;
+	evutil_socket_t fd;
+
+	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -1;
+	/* SO_REUSEADDR: a restart binds while old connections sit in TIME_WAIT. */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1)
+		goto fail;
+	/* v6-only, so that 0.0.0.0 and :: can both be bound on one port. */
+	if (sa->sa_family == AF_INET6 &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) == -1)
+		goto fail;
+	if (bind(fd, sa, salen) == -1 || listen(fd, (int)backlog) == -1)
+		goto fail;
+	return fd;
+fail:
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return -1;
+}
+
+static void server_on_accept(struct evconnlistener *, evutil_socket_t, struct sockaddr *, int,
+                             void *);
+static void server_on_accept_error(struct evconnlistener *, void *);
+
+/* Wrap a listening fd into a listener of svc; takes the fd even on failure. */
+static struct listener *
+listener_add(struct server *s, const struct service *svc, evutil_socket_t fd, const char *item,
+             unsigned config_port, unsigned backlog)
+{
+	struct listener *l = calloc(1, sizeof(*l));
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+
+	if (l == NULL || (l->bind_item = strdup(item)) == NULL) {
+		log_warn("%s: listener", svc->name);
+		free(l);
+		close(fd);
+		return NULL;
+	}
+	l->server = s;
+	l->service = svc;
+	l->fd = fd;
+	l->config_port = config_port;
+	l->backlog = backlog;
+	l->keep = true;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sslen) == 0)
+		addr_format((struct sockaddr *)&ss, l->name, sizeof(l->name));
+	/* backlog 0: the socket already listens. */
+	l->evl = evconnlistener_new(s->base, server_on_accept, l,
+	                            LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+	if (l->evl == NULL) {
+		log_warnx("%s: cannot watch %s", svc->name, l->name);
+		close(fd);
+		free(l->bind_item);
+		free(l);
+		return NULL;
+	}
+	evconnlistener_set_error_cb(l->evl, server_on_accept_error);
+	if (s->accept_paused)
+		evconnlistener_disable(l->evl);
+	TAILQ_INSERT_TAIL(&s->listeners, l, entry);
+	log_notice("%s: listening on %s", svc->name, l->name);
+	return l;
+}
+
+/* Close a listening socket. */
+static void
+listener_free(struct server *s, struct listener *l, bool say)
+{
+	TAILQ_REMOVE(&s->listeners, l, entry);
+	if (say)
+		log_notice("%s: stopped listening on %s", l->service->name, l->name);
+	evconnlistener_free(l->evl);
+	free(l->bind_item);
+	free(l);
+}
+
+/*
+ * Open the sockets of one bind item of a service. A missing address family (no IPv6)
+ * or an address this host lacks is a warning; anything else is an error. Returns the
+ * number of errors. With port 0 every address of a service shares the first one's port.
+ */
+static int
+listener_open_item(struct server *s, const struct service *svc, const struct service_config *sc,
+                   const char *item, unsigned *shared_port)
+{
+	struct addrinfo hints, *res, *ai;
+	unsigned char probe[sizeof(struct in6_addr)];
+	char portstr[8], name[ADDR_STRLEN];
+	int rc, errors = 0;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	if (inet_pton(AF_INET, item, probe) == 1 || inet_pton(AF_INET6, item, probe) == 1)
+		hints.ai_flags |= AI_NUMERICHOST;
+	snprintf(portstr, sizeof(portstr), "%u", sc->port != 0 ? sc->port : *shared_port);
+	rc = getaddrinfo(item, portstr, &hints, &res);
+	if (rc != 0) {
+		log_error("%s: cannot resolve %s: %s", svc->name, item, gai_strerror(rc));
+		return 1;
+	}
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		evutil_socket_t fd = listen_socket(ai->ai_addr, ai->ai_addrlen, sc->backlog);
+		struct listener *l;
+
+		if (fd == -1 && errno == EADDRINUSE && sc->port == 0 && *shared_port != 0) {
+			/* The shared ephemeral port is taken on this address: any port will do. */
+			if (ai->ai_family == AF_INET)
+				((struct sockaddr_in *)(void *)ai->ai_addr)->sin_port = 0;
+			else if (ai->ai_family == AF_INET6)
+				((struct sockaddr_in6 *)(void *)ai->ai_addr)->sin6_port = 0;
+			fd = listen_socket(ai->ai_addr, ai->ai_addrlen, sc->backlog);
+		}
+		if (fd == -1) {
+			addr_format(ai->ai_addr, name, sizeof(name));
+			if (errno == EAFNOSUPPORT || errno == EADDRNOTAVAIL) {
+				log_warn("%s: cannot listen on %s (skipped)", svc->name, name);
+				continue;
+			}
+			log_error("%s: cannot listen on %s: %s", svc->name, name, strerror(errno));
+			errors++;
+			continue;
+		}
+		l = listener_add(s, svc, fd, item, sc->port, sc->backlog);
+		if (l == NULL) {
+			errors++;
+			continue;
+		}
+		if (sc->port == 0 && *shared_port == 0) {
+			struct sockaddr_storage ss;
+			socklen_t sslen = sizeof(ss);
+			if (getsockname(l->fd, (struct sockaddr *)&ss, &sslen) == 0)
+				*shared_port = addr_port((struct sockaddr *)&ss);
+		}
+	}
+	freeaddrinfo(res);
+	return errors;
+}
+
+/*
+ * Make the listening sockets match the configuration: keep those still wanted (a
+ * changed backlog is applied in place), open the new ones, close the rest. Returns
+ * the number of errors; every enabled service must end with at least one socket.
+ */
+static int
+server_apply_listeners(struct server *s)
+{
+	struct listener *l, *next;
+	int errors = 0;
+
+	TAILQ_FOREACH(l, &s->listeners, entry)
+		l->keep = false;
+	for (int id = 0; id < SERVICE_COUNT; id++) {
+		const struct service *svc = services[id];
+		const struct service_config *sc = service_config_of(s->config, svc->id);
+		unsigned shared_port = 0, count = 0;
+		char **items;
+		size_t nitems;
+
+		if (!sc->enabled)
+			continue;
+		nitems = config_list_split(sc->bind, &items);
+		for (size_t i = 0; i < nitems; i++) {
+			bool found = false;
+			TAILQ_FOREACH(l, &s->listeners, entry) {
+				if (l->service != svc || l->config_port != sc->port ||
+				    strcmp(l->bind_item, items[i]) != 0)
+					continue;
+				found = true;
+				l->keep = true;
+				if (l->backlog != sc->backlog && listen(l->fd, (int)sc->backlog) == 0)
+					l->backlog = sc->backlog;
+			}
+			if (!found)
+				errors += listener_open_item(s, svc, sc, items[i], &shared_port);
+		}
+		config_list_free(items, nitems);
+		TAILQ_FOREACH(l, &s->listeners, entry)
+			if (l->service == svc && l->keep)
+				count++;
+		if (count == 0) {
+			log_error("%s: no listening socket could be opened", svc->name);
+			errors++;
+		}
+	}
+	TAILQ_FOREACH_SAFE(l, &s->listeners, entry, next)
+		if (!l->keep)
+			listener_free(s, l, true);
+	return errors;
+}
+
+/* Fit max_clients under RLIMIT_NOFILE, raising the soft limit to the hard one first. */
+static void
+server_apply_limits(struct server *s)
+{
+	rlim_t needed = (rlim_t)s->config->max_clients + FD_RESERVE;
+	struct rlimit rl;
+
+	s->max_clients = s->config->max_clients;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
+		log_warn("getrlimit(RLIMIT_NOFILE)");
+		return;
+	}
+	if (rl.rlim_cur < needed && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+			log_warn("setrlimit(RLIMIT_NOFILE, %llu)", (unsigned long long)rl.rlim_max);
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < needed) {
+		s->max_clients = rl.rlim_cur > 2 * FD_RESERVE ? (unsigned)(rl.rlim_cur - FD_RESERVE) : 1;
+		log_warnx("max_clients = %u does not fit the limit of %llu open files: using %u",
+		          s->config->max_clients, (unsigned long long)rl.rlim_cur, s->max_clients);
+	}
+}
+
+/* Stop accepting on every listener for a while (descriptors ran out). */
+static void
+server_pause_accepting(struct server *s, int err)
+{
+	struct timeval tv = {0, ACCEPT_RETRY_MS * 1000};
+	struct listener *l;
+
+	if (!s->accept_paused)
+		log_warnx("accept: %s: pausing listeners until descriptors are free",
+		          strerror(err));
+	s->accept_paused = true;
+	TAILQ_FOREACH(l, &s->listeners, entry)
+		evconnlistener_disable(l->evl);
+	evtimer_add(s->accept_retry_timer, &tv);
+}
+
+/* Listen again after a pause; a failing accept() will pause again. */
+static void
+server_resume_accepting(struct server *s)
+{
+	struct listener *l;
+
+	if (!s->accept_paused || s->shutting_down)
+		return;
+	TAILQ_FOREACH(l, &s->listeners, entry)
+		evconnlistener_enable(l->evl);
+}
+
+static void
+server_on_accept_retry(evutil_socket_t fd, short what, void *arg)
+{
+	server_resume_accepting(arg);
+}
+
+/* A connection was accepted on a listener. */
+static void
+server_on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                 void *arg)
+{
+	struct listener *l = arg;
+	struct server *s = l->server;
+	unsigned long suppressed;
+	char peer[ADDR_STRLEN];
+
+	if (s->accept_paused) {
+		s->accept_paused = false;
+		log_notice("accepting connections again");
+	}
+	if (s->client_count >= s->max_clients) {
+		if (log_ratelimit_pass(&s->full_log, time(NULL), &suppressed))
+			log_warnx("%s: %s refused: max_clients (%u) reached (%lu more refused "
+			          "since the last message)", l->service->name,
+			          addr_format(sa, peer, sizeof(peer)), s->max_clients, suppressed);
+		close(fd);
+		return;
+	}
+	client_create(s, l->service, fd, sa, (socklen_t)salen);
+}
+
+/* accept() failed with something libevent does not retry by itself. */
+static void
+server_on_accept_error(struct evconnlistener *evl, void *arg)
+{
+	struct listener *l = arg;
+	struct server *s = l->server;
+	int err = EVUTIL_SOCKET_ERROR();
+	unsigned long suppressed;
+
+	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+		server_pause_accepting(s, err);
+		return;
+	}
+	if (log_ratelimit_pass(&s->accept_log, time(NULL), &suppressed))
+		log_warnx("%s: accept on %s: %s", l->service->name, l->name, strerror(err));
+}
+
+void
+server_client_added(struct server *s, struct client *c)
+{
+	c->id = ++s->next_client_id;
+	TAILQ_INSERT_TAIL(&s->clients, c, entry);
+	s->client_count++;
+	s->service_clients[c->service->id]++;
+}
+
+/* A client closed: keep it until the reaper runs, out of every callback. */
+void
+server_client_removed(struct server *s, struct client *c)
+{
+	TAILQ_REMOVE(&s->clients, c, entry);
+	TAILQ_INSERT_TAIL(&s->closed, c, entry);
+	s->client_count--;
+	s->service_clients[c->service->id]--;
+	event_active(s->reap_event, EV_TIMEOUT, 0);
+	if (s->accept_paused)
+		server_resume_accepting(s);
+	if (s->shutting_down && s->client_count == 0)
+		event_base_loopbreak(s->base);
+}
+
+/* Free clients that closed. */
+static void
+server_reap(struct server *s)
+{
+	struct client *c;
+
+	while ((c = TAILQ_FIRST(&s->closed)) != NULL) {
+		TAILQ_REMOVE(&s->closed, c, entry);
+		free(c);
+	}
+}
+
+static void
+server_on_reap(evutil_socket_t fd, short what, void *arg)
+{
+	server_reap(arg);
+}
+
+/* Close every client at once. */
+static void
+server_close_all(struct server *s, enum close_reason reason, const char *detail)
+{
+	struct client *c;
+
+	while ((c = TAILQ_FIRST(&s->clients)) != NULL)
+		client_close(c, reason, detail);
+}
+
+static void
+server_on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+
+	log_notice("shutdown_timeout: closing %u clients that did not close", s->client_count);
+	server_close_all(s, CLOSE_SHUTDOWN_TIMEOUT, NULL);
+	event_base_loopbreak(s->base);
+}
+
+/*
+ * Graceful shutdown: no new connections; every client gets what it is owed, then FIN;
+ * the loop ends when the last client has closed or after shutdown_timeout.
+ */
+static void
+server_shutdown(struct server *s, int signo)
+{
+	struct timeval tv = {(time_t)s->config->shutdown_timeout, 0};
+	struct listener *l;
+	struct client *c, *next;
+
+	if (s->shutting_down) {
+		log_notice("second %s: closing %u clients now", signal_name(signo), s->client_count);
+		server_close_all(s, CLOSE_SHUTDOWN, "forced");
+		event_base_loopbreak(s->base);
+		return;
+	}
+	s->shutting_down = true;
+	log_notice("shutting down on %s: %u clients to drain", signal_name(signo), s->client_count);
+	while ((l = TAILQ_FIRST(&s->listeners)) != NULL)
+		listener_free(s, l, false);
+	evtimer_del(s->accept_retry_timer);
+	TAILQ_FOREACH_SAFE(c, &s->clients, entry, next) {
+		if (c->service->on_shutdown != NULL)
+			c->service->on_shutdown(c);
+		if (!(c->flags & CLIENT_CLOSED))
+			client_finish(c, CLOSE_SHUTDOWN, NULL);
+	}
+	if (s->client_count == 0)
+		event_base_loopbreak(s->base);
+	else
+		evtimer_add(s->shutdown_timer, &tv);
+}
+
+/* Read the configuration again; on any error keep running on the old one. */
+static void
+server_reload(struct server *s)
+{
+	struct config_errors errors;
+	struct log_settings ls;
+	struct config *cfg, *old;
+	char err[512];
+
+	log_notice("reloading configuration%s%s", s->config_path ? " from " : "",
+	           s->config_path ? s->config_path : "");
+	log_reopen();
+	config_errors_init(&errors);
+	cfg = config_read(s->config_path, s->overrides, s->override_count, &errors);
+	if (cfg == NULL) {
+		for (size_t i = 0; i < errors.count; i++)
+			log_error("%s", errors.messages[i]);
+		log_error("reload failed, keeping the old configuration (%zu error%s)", errors.count,
+		          errors.count == 1 ? "" : "s");
+		config_errors_clear(&errors);
+		return;
+	}
+	ls.level = cfg->log_level;
+	ls.target = cfg->log_target;
+	if (log_open(&ls, err, sizeof(err)) == -1) {
+		log_error("%s", err);
+		log_error("reload failed, keeping the old configuration (1 error)");
+		config_free(cfg);
+		return;
+	}
+	old = s->config;
+	s->config = cfg;
+	config_free(old);
+	server_apply_limits(s);
+	if (server_apply_listeners(s) > 0)
+		log_error("configuration reloaded, but some listeners could not be opened");
+	else
+		log_notice("configuration reloaded");
+}
+
+static void
+server_on_signal(evutil_socket_t signo, short what, void *arg)
+{
+	struct server *s = arg;
+
+	switch (signo) {
+	case SIGTERM:
+	case SIGINT:
+		server_shutdown(s, (int)signo);
+		break;
+	case SIGHUP:
+		if (!s->shutting_down)
+			server_reload(s);
+		break;
+	default:
+		break;
+	}
+}
+
+/* Make a server for cfg (which it then owns); nothing is opened yet. */
+struct server *
+server_create(struct config *cfg, const char *config_path, char *const *overrides,
+              size_t override_count)
+{
+	struct server *s = calloc(1, sizeof(*s));
+
+	if (s == NULL)
+		fatal("calloc");
+	s->config = cfg;
+	s->config_path = config_path;
+	s->overrides = overrides;
+	s->override_count = override_count;
+	TAILQ_INIT(&s->listeners);
+	TAILQ_INIT(&s->clients);
+	TAILQ_INIT(&s->closed);
+	s->full_log.interval = 10;
+	s->accept_log.interval = 10;
+	s->base = event_base_new();
+	if (s->base == NULL)
+		fatalx("cannot create the event base");
+	for (size_t i = 0; i < sizeof(handled_signals) / sizeof(handled_signals[0]); i++) {
+		s->signal_events[i] = evsignal_new(s->base, handled_signals[i], server_on_signal, s);
+		if (s->signal_events[i] == NULL || evsignal_add(s->signal_events[i], NULL) == -1)
+			fatalx("cannot watch %s", signal_name(handled_signals[i]));
+	}
+	s->reap_event = event_new(s->base, -1, 0, server_on_reap, s);
+	s->shutdown_timer = evtimer_new(s->base, server_on_shutdown_timeout, s);
+	s->accept_retry_timer = evtimer_new(s->base, server_on_accept_retry, s);
+	if (s->reap_event == NULL || s->shutdown_timer == NULL || s->accept_retry_timer == NULL)
+		fatalx("cannot create timers");
+	return s;
+}
+
+/* Open every listener; returns 0, or -1 when the daemon cannot serve as configured. */
+int
+server_start(struct server *s)
+{
+	server_apply_limits(s);
+	if (server_apply_listeners(s) > 0)
+		return -1;
+	log_notice("ready");
+	return 0;
+}
+
+/* Run the event loop until shutdown; returns the exit status. */
+int
+server_run(struct server *s)
+{
+	if (event_base_dispatch(s->base) == -1) {
+		log_error("event loop failed");
+		return 1;
+	}
+	return 0;
+}
+
+/* Close and free everything. */
+void
+server_free(struct server *s)
+{
+	struct listener *l;
+
+	if (s == NULL)
+		return;
+	server_close_all(s, CLOSE_SHUTDOWN, NULL);
+	server_reap(s);
+	while ((l = TAILQ_FIRST(&s->listeners)) != NULL)
+		listener_free(s, l, false);
+	for (size_t i = 0; i < sizeof(s->signal_events) / sizeof(s->signal_events[0]); i++)
+		if (s->signal_events[i] != NULL)
+			event_free(s->signal_events[i]);
+	event_free(s->reap_event);
+	event_free(s->shutdown_timer);
+	event_free(s->accept_retry_timer);
+	event_base_free(s->base);
+	config_free(s->config);
+	free(s);
+}

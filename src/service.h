@@ -1,0 +1,46 @@
+/* service.h - what a service (echo, chat) plugs into the server: a table of callbacks. */
+#ifndef ECHOCHATD_SERVICE_H
+#define ECHOCHATD_SERVICE_H
+
+#include <stddef.h>
+
+struct client;
+struct config;
+struct service_config;
+
+enum service_id {
+	SERVICE_ECHO,
+	SERVICE_COUNT
+};
+
+/*
+ * Accept, close and graceful FIN live once, in client.c; a service only says what
+ * happens to bytes. Callbacks that may be left NULL say so.
+ */
+struct service {
+	const char *name;
+	enum service_id id;
+	/* Pending output above which the client is not read from (0: never pause), and
+	 * the mark below which reading resumes. */
+	size_t output_high_water;
+	size_t output_low_water;
+
+	/* A client was accepted (may be NULL). */
+	void (*on_connect)(struct client *c);
+	/* Bytes are waiting in the client's input buffer. */
+	void (*on_read)(struct client *c);
+	/* The peer sent FIN; everything it sent was given to on_read first. NULL: finish. */
+	void (*on_eof)(struct client *c);
+	/* The server is shutting down: queue what is owed before the graceful FIN (may be NULL). */
+	void (*on_shutdown)(struct client *c);
+	/* The client is going away: free the service's state (may be NULL). */
+	void (*on_close)(struct client *c);
+};
+
+/* Return the settings of a service. */
+const struct service_config *service_config_of(const struct config *cfg, enum service_id id);
+
+extern const struct service echo_service;
+extern const struct service *const services[SERVICE_COUNT];
+
+#endif

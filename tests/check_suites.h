@@ -1,0 +1,10 @@
+/* check_suites.h - every unit-test suite, one per module. */
+#ifndef ECHOCHATD_CHECK_SUITES_H
+#define ECHOCHATD_CHECK_SUITES_H
+
+#include <check.h>
+
+Suite *config_suite(void);
+Suite *log_suite(void);
+
+#endif
