@@ -280,8 +280,7 @@ parse_uint(const char *value, unsigned long min, unsigned long max, unsigned *ou
 			n = n * 10 + (unsigned)(*p - '0');
 	}
 	if (n < min || n > max) {
-		snprintf(why, whylen, "%s is out of range (%lu..%lu)", quote(value, qbuf, sizeof(qbuf)) ,
-		         min, max);
+		snprintf(why, whylen, "%s is out of range (%lu..%lu)", value, min, max);
 		return false;
 	}
 	*out = (unsigned)n;

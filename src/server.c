@@ -219,6 +219,7 @@ server_apply_listeners(struct server *s)
 		const struct service *svc = services[id];
 		const struct service_config *sc = service_config_of(s->config, svc->id);
 		unsigned shared_port = 0, count = 0;
+		int service_errors = 0;
 		char **items;
 		size_t nitems;
 
@@ -237,16 +238,18 @@ server_apply_listeners(struct server *s)
 					l->backlog = sc->backlog;
 			}
 			if (!found)
-				errors += listener_open_item(s, svc, sc, items[i], &shared_port);
+				service_errors += listener_open_item(s, svc, sc, items[i], &shared_port);
 		}
 		config_list_free(items, nitems);
 		TAILQ_FOREACH(l, &s->listeners, entry)
 			if (l->service == svc && l->keep)
 				count++;
-		if (count == 0) {
+		/* Without sockets the service cannot run; say so unless an error already did. */
+		if (count == 0 && service_errors == 0) {
 			log_error("%s: no listening socket could be opened", svc->name);
-			errors++;
+			service_errors++;
 		}
+		errors += service_errors;
 	}
 	TAILQ_FOREACH_SAFE(l, &s->listeners, entry, next)
 		if (!l->keep)

@@ -61,7 +61,7 @@ static const struct {
 } value_cases[] = {
 	{"server.max_clients=1", true, "max_clients = 1", NULL},
 	{"server.max_clients=1000000", true, "max_clients = 1000000", NULL},
-	{"server.max_clients=0", false, NULL, "[server] max_clients: \"0\" is out of range (1..1000000)"},
+	{"server.max_clients=0", false, NULL, "[server] max_clients: 0 is out of range (1..1000000)"},
 	{"server.max_clients=1000001", false, NULL, "out of range"},
 	{"server.max_clients=99999999999999999999999", false, NULL, "out of range"},
 	{"server.max_clients=-5", false, NULL, "is not a number"},
@@ -87,7 +87,7 @@ static const struct {
 	{"echo.enabled=maybe", false, NULL, "[echo] enabled: \"maybe\" is not a boolean"},
 	{"echo.port=0", true, "port = 0", NULL},
 	{"echo.port=65535", true, "port = 65535", NULL},
-	{"echo.port=65536", false, NULL, "[echo] port: \"65536\" is out of range (0..65535)"},
+	{"echo.port=65536", false, NULL, "[echo] port: 65536 is out of range (0..65535)"},
 	{"echo.port=abc", false, NULL, "[echo] port: \"abc\" is not a number"},
 	{"echo.backlog=1", true, "backlog = 1", NULL},
 	{"echo.backlog=0", false, NULL, "out of range (1..65535)"},
