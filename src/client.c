@@ -79,6 +79,15 @@ client_apply_idle_timeout(struct client *c, unsigned seconds)
 		bufferevent_set_timeouts(c->bev, &tv, &tv);
 }
 
+/* Count what arrives in the input buffer, however it was read. */
+static void
+client_count_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct client *c = arg;
+
+	c->bytes_in += info->n_added;
+}
+
 /* Take an accepted socket into service; on failure the socket is closed. */
 struct client *
 client_create(struct server *s, const struct service *svc, evutil_socket_t fd,
@@ -111,6 +120,7 @@ client_create(struct server *s, const struct service *svc, evutil_socket_t fd,
 		return NULL;
 	}
 	bufferevent_setcb(c->bev, client_on_read, client_on_write, client_on_event, c);
+	evbuffer_add_cb(bufferevent_get_input(c->bev), client_count_input, c);
 	client_apply_idle_timeout(c, sc->idle_timeout);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	server_client_added(s, c);
@@ -152,6 +162,20 @@ client_send(struct client *c, const void *data, size_t len)
 		return;
 	c->bytes_queued += len;
 	bufferevent_write(c->bev, data, len);
+}
+
+/* Queue bytes owned by someone else; release(data, len, arg) runs once they are sent. */
+void
+client_send_reference(struct client *c, const void *data, size_t len,
+                      void (*release)(const void *data, size_t len, void *arg), void *arg)
+{
+	if (c->flags & CLIENT_CLOSED)
+		return;
+	if (evbuffer_add_reference(bufferevent_get_output(c->bev), data, len, release, arg) == -1) {
+		release(data, len, arg);
+		return;
+	}
+	c->bytes_queued += len;
 }
 
 /*
@@ -197,10 +221,8 @@ client_read_pending(struct client *c)
 		return;
 	in = bufferevent_get_input(c->bev);
 	n = evbuffer_read(in, c->fd, avail);
-	if (n > 0) {
-		c->bytes_in += (uint64_t)n;
-		c->input_seen = evbuffer_get_length(in);
-	}
+	if (n == 0)
+		c->flags |= CLIENT_PEER_EOF;
 }
 
 /* Bytes arrived: count them and hand them to the service; apply back-pressure. */
@@ -208,14 +230,11 @@ static void
 client_on_read(struct bufferevent *bev, void *arg)
 {
 	struct client *c = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
 	const struct service *svc = c->service;
 
-	c->bytes_in += evbuffer_get_length(in) - c->input_seen;
 	svc->on_read(c);
 	if (c->flags & (CLIENT_CLOSED | CLIENT_FINISHING))
 		return;
-	c->input_seen = evbuffer_get_length(in);
 	if (svc->output_high_water != 0 && client_output_length(c) >= svc->output_high_water)
 		client_pause_reading(c, PAUSE_BACKPRESSURE);
 }
@@ -251,13 +270,9 @@ client_send_fin(struct client *c)
 static void
 client_on_drain_read(struct bufferevent *bev, void *arg)
 {
-	struct client *c = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
-	size_t len = evbuffer_get_length(in);
 
-	c->bytes_in += len - c->input_seen;
-	c->input_seen = 0;
-	evbuffer_drain(in, len);
+	evbuffer_drain(in, evbuffer_get_length(in));
 }
 
 /* While finishing: the output is flushed; FIN follows. */
@@ -290,12 +305,14 @@ client_finish(struct client *c, enum close_reason reason, const char *detail)
 
 	if (c->flags & (CLIENT_FINISHING | CLIENT_CLOSED))
 		return;
-	c->flags |= CLIENT_FINISHING;
 	client_set_reason(c, reason, detail);
+	if (c->service->on_finish != NULL)
+		c->service->on_finish(c);
+	if (c->flags & CLIENT_CLOSED)
+		return;
+	c->flags |= CLIENT_FINISHING;
 	c->paused = 0;
-	c->input_seen = evbuffer_get_length(bufferevent_get_input(c->bev));
-	evbuffer_drain(bufferevent_get_input(c->bev), c->input_seen);
-	c->input_seen = 0;
+	evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 	bufferevent_setcb(c->bev, client_on_drain_read, client_on_drain_write, client_on_event, c);
 	bufferevent_set_timeouts(c->bev, &tv, &tv);

@@ -59,7 +59,6 @@ struct client {
 	struct timespec started;
 	uint64_t bytes_in;
 	uint64_t bytes_queued; /* everything handed to the output buffer */
-	size_t input_seen;     /* input bytes already counted */
 	int socket_error; /* errno of a failed socket call */
 	enum close_reason reason;
 	char reason_detail[96];
@@ -72,6 +71,8 @@ struct evbuffer *client_input(struct client *c);
 size_t client_output_length(const struct client *c);
 void client_send_buffer(struct client *c, struct evbuffer *buf);
 void client_send(struct client *c, const void *data, size_t len);
+void client_send_reference(struct client *c, const void *data, size_t len,
+                           void (*release)(const void *data, size_t len, void *arg), void *arg);
 void client_pause_reading(struct client *c, unsigned why);
 void client_resume_reading(struct client *c, unsigned why);
 void client_read_pending(struct client *c);

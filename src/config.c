@@ -11,10 +11,13 @@
 #include <string.h>
 #include <strings.h>
 
+#include "command.h"
 #include "log.h"
 
 /* A file bigger than this is not a configuration file. */
 #define CONFIG_MAX_FILE (1024 * 1024)
+/* Nor a message of the day. */
+#define MOTD_MAX_FILE (64 * 1024)
 
 enum key_type {
 	KEY_BOOL,
@@ -22,6 +25,10 @@ enum key_type {
 	KEY_BIND,
 	KEY_LOG_LEVEL,
 	KEY_LOG_TARGET,
+	KEY_SIZE,      /* bytes, with an optional K, M or G (binary) suffix */
+	KEY_TEXT,      /* free text */
+	KEY_MOTD_FILE, /* "" or an absolute path, read at once */
+	KEY_ROOM,      /* a room name, stored as "#name" */
 };
 
 /* One row per setting: it drives defaults, parsing, validation, -o and -T. */
@@ -51,6 +58,15 @@ static const struct config_key config_keys[] = {
 	KEY("log", "level", KEY_LOG_LEVEL, 0, 0, log_level, "info"),
 	KEY("log", "target", KEY_LOG_TARGET, 0, 0, log_target, "stderr"),
 	SERVICE_KEYS("echo", echo, "7007", "300"),
+	SERVICE_KEYS("chat", chat, "7008", "0"),
+	KEY("chat", "motd", KEY_TEXT, 0, 0, chat_settings.motd, ""),
+	KEY("chat", "motd_file", KEY_MOTD_FILE, 0, 0, chat_settings.motd_file, ""),
+	KEY("chat", "default_room", KEY_ROOM, 0, 0, chat_settings.default_room, "#lobby"),
+	KEY("chat", "history", KEY_UINT, 0, 1000, chat_settings.history, "20"),
+	KEY("chat", "max_line", KEY_UINT, 16, 65536, chat_settings.max_line, "512"),
+	KEY("chat", "max_output", KEY_SIZE, 4096, 1073741824, chat_settings.max_output, "1048576"),
+	KEY("chat", "rate", KEY_UINT, 0, 100000, chat_settings.rate, "5"),
+	KEY("chat", "burst", KEY_UINT, 1, 100000, chat_settings.burst, "20"),
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -287,6 +303,71 @@ parse_uint(const char *value, unsigned long min, unsigned long max, unsigned *ou
 	return true;
 }
 
+/* Parse a byte count: a number with an optional K, M or G suffix (KiB, MiB, GiB). */
+static bool
+parse_size(const char *value, unsigned long min, unsigned long max, unsigned *out, char *why,
+           size_t whylen)
+{
+	static const struct {
+		const char *suffix;
+		unsigned long long factor;
+	} units[] = {{"", 1},          {"k", 1024},       {"kib", 1024},       {"m", 1048576},
+	             {"mib", 1048576}, {"g", 1073741824}, {"gib", 1073741824}};
+	char qbuf[128], digits[32];
+	size_t ndigits = strspn(value, "0123456789");
+	unsigned long long n;
+
+	if (ndigits == 0 || ndigits >= sizeof(digits)) {
+		snprintf(why, whylen, "%s is not a size (bytes, or a number with K, M or G)",
+		         quote(value, qbuf, sizeof(qbuf)));
+		return false;
+	}
+	memcpy(digits, value, ndigits);
+	digits[ndigits] = '\0';
+	n = strtoull(digits, NULL, 10);
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcasecmp(value + ndigits, units[i].suffix) != 0)
+			continue;
+		if (ndigits > 12 || n * units[i].factor < min || n * units[i].factor > max) {
+			snprintf(why, whylen, "%s is out of range (%lu..%lu bytes)", value, min, max);
+			return false;
+		}
+		*out = (unsigned)(n * units[i].factor);
+		return true;
+	}
+	snprintf(why, whylen, "%s is not a size (bytes, or a number with K, M or G)",
+	         quote(value, qbuf, sizeof(qbuf)));
+	return false;
+}
+
+/* Read a message-of-the-day file whole. */
+static bool
+read_motd_file(const char *path, char **text, char *why, size_t whylen)
+{
+	FILE *fp = fopen(path, "re");
+	char *buf;
+	size_t len;
+
+	if (fp == NULL) {
+		snprintf(why, whylen, "cannot read %s: %s", path, strerror(errno));
+		return false;
+	}
+	buf = malloc(MOTD_MAX_FILE + 1);
+	if (buf == NULL)
+		fatal("malloc");
+	len = fread(buf, 1, MOTD_MAX_FILE + 1, fp);
+	if (ferror(fp) || len > MOTD_MAX_FILE) {
+		snprintf(why, whylen, ferror(fp) ? "cannot read %s" : "%s is larger than 64 KiB", path);
+		free(buf);
+		fclose(fp);
+		return false;
+	}
+	fclose(fp);
+	buf[len] = '\0';
+	*text = buf;
+	return true;
+}
+
 /* Parse a boolean in any of its usual spellings. */
 static bool
 parse_bool(const char *value, bool *out, char *why, size_t whylen)
@@ -346,6 +427,43 @@ parse_value(const struct config_key *key, const char *value, struct config *cfg,
 		}
 		*SLOT(cfg, key, int) = level;
 		return true;
+	case KEY_SIZE:
+		return parse_size(value, key->min, key->max, SLOT(cfg, key, unsigned), why, whylen);
+	case KEY_TEXT:
+		copy = strdup(value);
+		if (copy == NULL)
+			fatal("strdup");
+		set_string(SLOT(cfg, key, char *), copy);
+		return true;
+	case KEY_MOTD_FILE: {
+		char *text = NULL;
+		if (value[0] != '\0' && value[0] != '/') {
+			snprintf(why, whylen, "%s is not an absolute file path",
+			         quote(value, qbuf, sizeof(qbuf)));
+			return false;
+		}
+		if (value[0] != '\0' && !read_motd_file(value, &text, why, whylen))
+			return false;
+		copy = strdup(value);
+		if (copy == NULL)
+			fatal("strdup");
+		set_string(SLOT(cfg, key, char *), copy);
+		set_string(&cfg->chat_settings.motd_loaded, text);
+		return true;
+	}
+	case KEY_ROOM:
+		copy = malloc(strlen(value) + 2);
+		if (copy == NULL)
+			fatal("malloc");
+		if (!room_normalize(value, strlen(value), copy, strlen(value) + 2)) {
+			free(copy);
+			snprintf(why, whylen,
+			         "%s is not a room name (# and 1-32 letters, digits, _ or -)",
+			         quote(value, qbuf, sizeof(qbuf)));
+			return false;
+		}
+		set_string(SLOT(cfg, key, char *), copy);
+		return true;
 	case KEY_LOG_TARGET:
 		if (strcmp(value, "stderr") != 0 && strcmp(value, "syslog") != 0 && value[0] != '/') {
 			snprintf(why, whylen, "%s is not stderr, syslog or an absolute file path",
@@ -372,16 +490,40 @@ format_value(const struct config_key *key, const struct config *cfg, char *buf, 
 		snprintf(buf, len, "%s", *SLOT(c, key, const bool) ? "yes" : "no");
 		break;
 	case KEY_UINT:
+	case KEY_SIZE:
 		snprintf(buf, len, "%u", *SLOT(c, key, const unsigned));
 		break;
 	case KEY_BIND:
 	case KEY_LOG_TARGET:
+	case KEY_TEXT:
+	case KEY_MOTD_FILE:
+	case KEY_ROOM:
 		snprintf(buf, len, "%s", *SLOT(c, key, char *const));
 		break;
 	case KEY_LOG_LEVEL:
 		snprintf(buf, len, "%s", log_level_name(*SLOT(c, key, const int)));
 		break;
 	}
+}
+
+/* Tell whether a key's slot is an allocated string. */
+static bool
+key_holds_string(const struct config_key *key)
+{
+	switch (key->type) {
+	case KEY_BIND:
+	case KEY_LOG_TARGET:
+	case KEY_TEXT:
+	case KEY_MOTD_FILE:
+	case KEY_ROOM:
+		return true;
+	case KEY_BOOL:
+	case KEY_UINT:
+	case KEY_SIZE:
+	case KEY_LOG_LEVEL:
+		break;
+	}
+	return false;
 }
 
 /* Make a configuration holding the built-in defaults. */
@@ -406,8 +548,9 @@ config_free(struct config *cfg)
 	if (cfg == NULL)
 		return;
 	for (size_t i = 0; i < NKEYS; i++)
-		if (config_keys[i].type == KEY_BIND || config_keys[i].type == KEY_LOG_TARGET)
+		if (key_holds_string(&config_keys[i]))
 			free(*SLOT(cfg, &config_keys[i], char *));
+	free(cfg->chat_settings.motd_loaded);
 	free(cfg);
 }
 
@@ -645,8 +788,13 @@ config_validate(const struct config *cfg, struct config_errors *errors)
 {
 	size_t before = errors->count;
 
-	if (!cfg->echo.enabled)
-		config_errors_add(errors, "no service is enabled");
+	if (!cfg->echo.enabled && !cfg->chat.enabled)
+		config_errors_add(errors, "no service is enabled ([echo] and [chat] enabled = no)");
+	if (cfg->echo.enabled && cfg->chat.enabled && cfg->echo.port != 0 &&
+	    cfg->echo.port == cfg->chat.port)
+		config_errors_add(errors, "[chat] port: %u is also the [echo] port", cfg->chat.port);
+	if (cfg->chat_settings.motd[0] != '\0' && cfg->chat_settings.motd_file[0] != '\0')
+		config_errors_add(errors, "[chat] motd and motd_file: set one or the other, not both");
 	return (int)(errors->count - before);
 }
 

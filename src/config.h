@@ -21,6 +21,19 @@ struct service_config {
 	unsigned idle_timeout;
 };
 
+/* The chat service's own settings. */
+struct chat_settings {
+	char *motd;         /* "\n" in the value separates lines */
+	char *motd_file;    /* "" or an absolute path */
+	char *motd_loaded;  /* the text of motd_file, read when the configuration is */
+	char *default_room; /* "#lobby" */
+	unsigned history;
+	unsigned max_line;
+	unsigned max_output;
+	unsigned rate;
+	unsigned burst;
+};
+
 struct config {
 	/* [server] */
 	unsigned max_clients;
@@ -31,6 +44,8 @@ struct config {
 	char *log_target;
 	/* one per service, indexed by enum service_id */
 	struct service_config echo;
+	struct service_config chat;
+	struct chat_settings chat_settings;
 };
 
 /* Error messages gathered while loading: every error, not only the first. */

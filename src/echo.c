@@ -10,11 +10,12 @@ echo_on_read(struct client *c)
 	client_send_buffer(c, client_input(c));
 }
 
-/* Before the graceful FIN: echo also what the kernel already received from the peer. */
+/* Before a shutdown's FIN: echo also what the kernel already received from the peer. */
 static void
-echo_on_shutdown(struct client *c)
+echo_on_finish(struct client *c)
 {
-	client_read_pending(c);
+	if (c->reason == CLOSE_SHUTDOWN)
+		client_read_pending(c);
 	echo_on_read(c);
 }
 
@@ -29,5 +30,5 @@ const struct service echo_service = {
 	.output_high_water = ECHO_HIGH_WATER,
 	.output_low_water = ECHO_LOW_WATER,
 	.on_read = echo_on_read,
-	.on_shutdown = echo_on_shutdown,
+	.on_finish = echo_on_finish,
 };

@@ -128,6 +128,15 @@ line_reader_push(struct line_reader *lr, const unsigned char *data, size_t len,
 	return i;
 }
 
+/* The input ended: hand out a last line that had no line ending, if any. */
+bool
+line_reader_finish(struct line_reader *lr, struct line_event *ev)
+{
+	ev->type = LINE_NONE;
+	lr->state = LINE_STATE_DATA;
+	return line_end(lr, ev);
+}
+
 /* Decode one UTF-8 sequence at s (n bytes left); returns its length, 0 if invalid. */
 static size_t
 utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)

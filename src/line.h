@@ -53,6 +53,7 @@ int line_reader_init(struct line_reader *lr, size_t max_line);
 void line_reader_free(struct line_reader *lr);
 size_t line_reader_push(struct line_reader *lr, const unsigned char *data, size_t len,
                         struct line_event *ev);
+bool line_reader_finish(struct line_reader *lr, struct line_event *ev);
 
 /* The most bytes line_clean can write for a line of len bytes. */
 #define LINE_CLEAN_MAX(len) ((len) * 3)

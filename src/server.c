@@ -43,6 +43,8 @@ const struct service_config *
 service_config_of(const struct config *cfg, enum service_id id)
 {
 	switch (id) {
+	case SERVICE_CHAT:
+		return &cfg->chat;
 	case SERVICE_ECHO:
 	case SERVICE_COUNT:
 		break;
@@ -52,6 +54,7 @@ service_config_of(const struct config *cfg, enum service_id id)
 
 const struct service *const services[SERVICE_COUNT] = {
 	[SERVICE_ECHO] = &echo_service,
+	[SERVICE_CHAT] = &chat_service,
 };
 
 /* Make a socket listening on sa; returns the fd, or -1 with errno set. */
@@ -442,12 +445,8 @@ server_shutdown(struct server *s, int signo)
 	while ((l = TAILQ_FIRST(&s->listeners)) != NULL)
 		listener_free(s, l, false);
 	evtimer_del(s->accept_retry_timer);
-	TAILQ_FOREACH_SAFE(c, &s->clients, entry, next) {
-		if (c->service->on_shutdown != NULL)
-			c->service->on_shutdown(c);
-		if (!(c->flags & CLIENT_CLOSED))
-			client_finish(c, CLOSE_SHUTDOWN, NULL);
-	}
+	TAILQ_FOREACH_SAFE(c, &s->clients, entry, next)
+		client_finish(c, CLOSE_SHUTDOWN, NULL);
 	if (s->client_count == 0)
 		event_base_loopbreak(s->base);
 	else

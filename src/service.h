@@ -10,6 +10,7 @@ struct service_config;
 
 enum service_id {
 	SERVICE_ECHO,
+	SERVICE_CHAT,
 	SERVICE_COUNT
 };
 
@@ -31,8 +32,9 @@ struct service {
 	void (*on_read)(struct client *c);
 	/* The peer sent FIN; everything it sent was given to on_read first. NULL: finish. */
 	void (*on_eof)(struct client *c);
-	/* The server is shutting down: queue what is owed before the graceful FIN (may be NULL). */
-	void (*on_shutdown)(struct client *c);
+	/* The client is about to leave gracefully (c->reason says why): queue what is owed
+	 * before the FIN (may be NULL). */
+	void (*on_finish)(struct client *c);
 	/* The client is going away: free the service's state (may be NULL). */
 	void (*on_close)(struct client *c);
 };
@@ -41,6 +43,7 @@ struct service {
 const struct service_config *service_config_of(const struct config *cfg, enum service_id id);
 
 extern const struct service echo_service;
+extern const struct service chat_service;
 extern const struct service *const services[SERVICE_COUNT];
 
 #endif

@@ -48,6 +48,20 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(cfg->echo.port, 7007);
 	ck_assert_uint_eq(cfg->echo.backlog, 128);
 	ck_assert_uint_eq(cfg->echo.idle_timeout, 300);
+	ck_assert(cfg->chat.enabled);
+	ck_assert_str_eq(cfg->chat.bind, "0.0.0.0, ::");
+	ck_assert_uint_eq(cfg->chat.port, 7008);
+	ck_assert_uint_eq(cfg->chat.backlog, 128);
+	ck_assert_uint_eq(cfg->chat.idle_timeout, 0);
+	ck_assert_str_eq(cfg->chat_settings.motd, "");
+	ck_assert_str_eq(cfg->chat_settings.motd_file, "");
+	ck_assert_ptr_null(cfg->chat_settings.motd_loaded);
+	ck_assert_str_eq(cfg->chat_settings.default_room, "#lobby");
+	ck_assert_uint_eq(cfg->chat_settings.history, 20);
+	ck_assert_uint_eq(cfg->chat_settings.max_line, 512);
+	ck_assert_uint_eq(cfg->chat_settings.max_output, 1048576);
+	ck_assert_uint_eq(cfg->chat_settings.rate, 5);
+	ck_assert_uint_eq(cfg->chat_settings.burst, 20);
 	config_free(cfg);
 }
 END_TEST
@@ -104,6 +118,28 @@ static const struct {
 	{"echo.bind=-lead.example", false, NULL, "is not an IP address or host name"},
 	{"echo.bind=::g", false, NULL, "is not an IP address or host name"},
 	{"echo.colour=red", false, NULL, "[echo] colour: unknown key"},
+	{"chat.enabled=no", true, "enabled = no", NULL},
+	{"chat.port=0", true, "port = 0", NULL},
+	{"chat.idle_timeout=60", true, "idle_timeout = 60", NULL},
+	{"chat.motd=Hello\\nWorld ; not a comment", true, "motd = Hello\\nWorld ; not a comment", NULL},
+	{"chat.motd_file=", true, "motd_file = \n", NULL},
+	{"chat.motd_file=/nonexistent/motd", false, NULL, "[chat] motd_file: cannot read /nonexistent/motd: No such file or directory"},
+	{"chat.motd_file=motd.txt", false, NULL, "is not an absolute file path"},
+	{"chat.default_room=general", true, "default_room = #general", NULL},
+	{"chat.default_room=#ok_room-1", true, "default_room = #ok_room-1", NULL},
+	{"chat.default_room=bad room", false, NULL, "[chat] default_room: \"bad room\" is not a room name"},
+	{"chat.history=0", true, "history = 0", NULL},
+	{"chat.history=1001", false, NULL, "out of range (0..1000)"},
+	{"chat.max_line=16", true, "max_line = 16", NULL},
+	{"chat.max_line=15", false, NULL, "out of range (16..65536)"},
+	{"chat.max_output=1M", true, "max_output = 1048576", NULL},
+	{"chat.max_output=64KiB", true, "max_output = 65536", NULL},
+	{"chat.max_output=2g", false, NULL, "out of range (4096..1073741824 bytes)"},
+	{"chat.max_output=4095", false, NULL, "out of range"},
+	{"chat.max_output=10Q", false, NULL, "\"10Q\" is not a size"},
+	{"chat.max_output=M", false, NULL, "is not a size"},
+	{"chat.rate=0", true, "rate = 0", NULL},
+	{"chat.burst=0", false, NULL, "out of range (1..100000)"},
 	{"nosuch.key=1", false, NULL, "[nosuch]: unknown section"},
 };
 
@@ -327,14 +363,28 @@ END_TEST
 
 START_TEST(test_validate)
 {
-	char *off[] = {"echo.enabled=no"};
+	char *off[] = {"echo.enabled=no", "chat.enabled=no"};
+	char *same_port[] = {"echo.port=9000", "chat.port=9000"};
+	char *one_off[] = {"echo.enabled=no", "chat.port=7007"};
+	char *both_motd[] = {"chat.motd=hi", "chat.motd_file=/etc/hostname"};
 	struct config_errors errors;
+	struct config *cfg;
 
 	config_errors_init(&errors);
-	ck_assert_ptr_null(config_read(NULL, off, 1, &errors));
+	ck_assert_ptr_null(config_read(NULL, off, 2, &errors));
 	ck_assert_uint_eq(errors.count, 1);
-	ck_assert_str_eq(errors.messages[0], "no service is enabled");
+	ck_assert_str_eq(errors.messages[0], "no service is enabled ([echo] and [chat] enabled = no)");
 	config_errors_clear(&errors);
+	ck_assert_ptr_null(config_read(NULL, same_port, 2, &errors));
+	ck_assert_str_eq(errors.messages[0], "[chat] port: 9000 is also the [echo] port");
+	config_errors_clear(&errors);
+	ck_assert_ptr_null(config_read(NULL, both_motd, 2, &errors));
+	ck_assert_uint_eq(errors.count, 1);
+	config_errors_clear(&errors);
+	/* one service alone is fine, and then its port may be anything */
+	cfg = config_read(NULL, one_off, 2, &errors);
+	ck_assert_ptr_nonnull(cfg);
+	config_free(cfg);
 }
 END_TEST
 

@@ -6,5 +6,7 @@
 
 Suite *config_suite(void);
 Suite *log_suite(void);
+Suite *line_suite(void);
+Suite *command_suite(void);
 
 #endif
