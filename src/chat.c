@@ -18,6 +18,9 @@
 
 /* Broadcast lines are written once into blocks of this size and shared by reference. */
 #define CHAT_BLOCK_SIZE (64 * 1024)
+/* Kernel send buffer of a chat socket (Linux doubles it): what a receiver that does
+ * not read can hold in the kernel, on top of max_output in ours. */
+#define CHAT_SOCKET_SNDBUF (64 * 1024)
 /* /who and /rooms lines are cut near this length. */
 #define CHAT_LIST_WIDTH 400
 
@@ -171,13 +174,19 @@ chat_schedule_drop(struct chat_user *u)
 	chat.drops = u;
 }
 
-/* Tell whether len more bytes fit in u's output queue; schedule a drop if not. */
+/*
+ * Tell whether u can take more output; schedule a drop if its queue already passed
+ * max_output. The queue is checked before the new bytes are added, because one read
+ * of a fast sender is delivered as one batch before the loop gets to write: a limit
+ * below one batch would drop receivers that keep up. So a queue holds at most
+ * max_output plus one batch, and a batch is shared by reference, not copied.
+ */
 static bool
-chat_fits(struct chat_user *u, size_t len)
+chat_fits(struct chat_user *u)
 {
 	if (u->dropping || (u->client->flags & (CLIENT_CLOSED | CLIENT_FIN_SENT)))
 		return false;
-	if (client_output_length(u->client) + len > chat_settings_of(u)->max_output) {
+	if (client_output_length(u->client) > chat_settings_of(u)->max_output) {
 		chat_schedule_drop(u);
 		return false;
 	}
@@ -189,7 +198,7 @@ static void
 chat_send_raw(struct chat_user *u, const char *data, size_t len)
 {
 	chat_deliver_pending();
-	if (chat_fits(u, len))
+	if (chat_fits(u))
 		client_send(u->client, data, len);
 }
 
@@ -235,7 +244,7 @@ chat_deliver_pending(void)
 		return;
 	len = block->len - chat.pending_start;
 	TAILQ_FOREACH(m, &room->members, room_entry) {
-		if (m == chat.pending_except || !chat_fits(m, len))
+		if (m == chat.pending_except || !chat_fits(m))
 			continue;
 		block->refs++;
 		client_send_reference(m->client, block->data + chat.pending_start, len,
@@ -896,6 +905,7 @@ chat_on_close(struct client *c)
 const struct service chat_service = {
 	.name = "chat",
 	.id = SERVICE_CHAT,
+	.socket_sndbuf = CHAT_SOCKET_SNDBUF,
 	.on_connect = chat_on_connect,
 	.on_read = chat_on_read,
 	.on_eof = chat_on_eof,

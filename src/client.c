@@ -111,6 +111,9 @@ client_create(struct server *s, const struct service *svc, evutil_socket_t fd,
 	addr_format(sa, c->peer, sizeof(c->peer));
 	clock_gettime(CLOCK_MONOTONIC, &c->started);
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (svc->socket_sndbuf > 0)
+		(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &svc->socket_sndbuf,
+		                 sizeof(svc->socket_sndbuf));
 	client_set_keepalive(fd, s->config->tcp_keepalive);
 	c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (c->bev == NULL) {
@@ -250,6 +253,15 @@ client_on_write(struct bufferevent *bev, void *arg)
 		client_resume_reading(c, PAUSE_BACKPRESSURE);
 }
 
+/* Record why the client goes away (services read it in on_finish and on_close). */
+static void
+client_set_reason(struct client *c, enum close_reason reason, const char *detail)
+{
+	c->reason = reason;
+	if (detail != c->reason_detail)
+		snprintf(c->reason_detail, sizeof(c->reason_detail), "%s", detail ? detail : "");
+}
+
 /* Send FIN once; close when the peer has closed too (or nobody waits for it). */
 static void
 client_send_fin(struct client *c)
@@ -285,13 +297,6 @@ client_on_drain_write(struct bufferevent *bev, void *arg)
 		client_send_fin(c);
 }
 
-/* Record why the client goes away, keeping the first reason given. */
-static void
-client_set_reason(struct client *c, enum close_reason reason, const char *detail)
-{
-	c->reason = reason;
-	snprintf(c->reason_detail, sizeof(c->reason_detail), "%s", detail ? detail : "");
-}
 
 /*
  * Leave gracefully: flush what is owed, send FIN, then read and discard until the
@@ -377,6 +382,7 @@ client_close(struct client *c, enum close_reason reason, const char *detail)
 	if (c->flags & CLIENT_CLOSED)
 		return;
 	c->flags |= CLIENT_CLOSED;
+	client_set_reason(c, reason, detail);
 	bytes_out = c->bytes_queued - evbuffer_get_length(bufferevent_get_output(c->bev));
 	if (reason == CLOSE_ERROR) {
 		snprintf(why, sizeof(why), "%s", detail != NULL ? detail : "socket error");

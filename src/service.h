@@ -25,6 +25,9 @@ struct service {
 	 * the mark below which reading resumes. */
 	size_t output_high_water;
 	size_t output_low_water;
+	/* SO_SNDBUF for its sockets (0: the kernel's autotuning), so that what a client
+	 * that does not read can pin in kernel memory is bounded too. */
+	int socket_sndbuf;
 
 	/* A client was accepted (may be NULL). */
 	void (*on_connect)(struct client *c);
