@@ -1,4 +1,5 @@
 /* chat.c - the chat service: users, nicknames, rooms, commands, broadcast. */
+#include <ctype.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <stdarg.h>
@@ -610,7 +611,8 @@ chat_handle_line(struct chat_user *u, const unsigned char *raw, size_t len)
 	command_parse(chat.clean, &cmd);
 	switch (cmd.type) {
 	case CMD_MESSAGE:
-		if (cmd.text[0] != '\0')
+		/* a line of blanks is as empty as an empty line */
+		if (cmd.text[strspn(cmd.text, " \t")] != '\0')
 			chat_say(u, false, cmd.text);
 		break;
 	case CMD_ME:
@@ -871,7 +873,9 @@ chat_on_close(struct client *c)
 		chat_depart(u, NULL);
 		break;
 	case CLOSE_ERROR:
+		/* as in the log: "connection reset by peer" */
 		snprintf(reason, sizeof(reason), "%s", c->reason_detail);
+		reason[0] = (char)tolower((unsigned char)reason[0]);
 		chat_depart(u, reason);
 		break;
 	default:

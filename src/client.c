@@ -363,7 +363,8 @@ client_on_event(struct bufferevent *bev, short what, void *arg)
 	}
 	if (what & BEV_EVENT_TIMEOUT) {
 		if (c->flags & CLIENT_FINISHING)
-			client_close(c, CLOSE_SHUTDOWN_TIMEOUT, "peer did not close");
+			client_close(c, c->reason == CLOSE_SHUTDOWN ? CLOSE_SHUTDOWN_TIMEOUT : c->reason,
+			             "peer did not close in time");
 		else if (what & BEV_EVENT_WRITING)
 			client_close(c, CLOSE_IDLE, "peer does not read");
 		else

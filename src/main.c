@@ -32,7 +32,7 @@ usage(FILE *out)
 {
 	fprintf(out,
 	        "Usage: echochatd [OPTION]...\n"
-	        "TCP echo (RFC 862) server daemon; runs in the foreground.\n"
+	        "TCP echo (RFC 862) and chat server daemon; runs in the foreground.\n"
 	        "\n"
 	        "  -c, --config FILE          read settings from FILE (default: %s if it exists,\n"
 	        "                             else the built-in defaults)\n"
