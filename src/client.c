@@ -211,21 +211,28 @@ client_resume_reading(struct client *c, unsigned why)
 		bufferevent_enable(c->bev, EV_READ);
 }
 
-/* Read at once whatever the kernel already holds for this client (before a shutdown). */
-void
-client_read_pending(struct client *c)
+/*
+ * Read at once whatever the kernel already holds for this client (before a shutdown),
+ * into a buffer of the caller's: the bufferevent's own input buffer is frozen outside
+ * its read callback. Returns the bytes read.
+ */
+size_t
+client_read_pending(struct client *c, struct evbuffer *into)
 {
-	struct evbuffer *in;
-	int avail = 0, n;
+	size_t total = 0;
+	int avail = 0;
 
 	if (c->flags & (CLIENT_PEER_EOF | CLIENT_CLOSED | CLIENT_FINISHING))
-		return;
-	if (ioctl(c->fd, FIONREAD, &avail) == -1 || avail <= 0)
-		return;
-	in = bufferevent_get_input(c->bev);
-	n = evbuffer_read(in, c->fd, avail);
-	if (n == 0)
-		c->flags |= CLIENT_PEER_EOF;
+		return 0;
+	/* evbuffer_read takes at most a few KiB per call: loop until the queue is empty. */
+	while (ioctl(c->fd, FIONREAD, &avail) == 0 && avail > 0) {
+		int n = evbuffer_read(into, c->fd, avail);
+		if (n <= 0)
+			break;
+		total += (size_t)n;
+	}
+	c->bytes_in += total;
+	return total;
 }
 
 /* Bytes arrived: count them and hand them to the service; apply back-pressure. */

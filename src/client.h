@@ -75,7 +75,7 @@ void client_send_reference(struct client *c, const void *data, size_t len,
                            void (*release)(const void *data, size_t len, void *arg), void *arg);
 void client_pause_reading(struct client *c, unsigned why);
 void client_resume_reading(struct client *c, unsigned why);
-void client_read_pending(struct client *c);
+size_t client_read_pending(struct client *c, struct evbuffer *into);
 void client_finish(struct client *c, enum close_reason reason, const char *detail);
 void client_close(struct client *c, enum close_reason reason, const char *detail);
 void client_apply_idle_timeout(struct client *c, unsigned seconds);

@@ -1,6 +1,8 @@
 /* echo.c - the echo service (RFC 862): every byte back, in order, with back-pressure. */
 #include "echo.h"
 
+#include <event2/buffer.h>
+
 #include "client.h"
 
 /* Send everything read back, moving the buffer's chains instead of copying bytes. */
@@ -14,9 +16,14 @@ echo_on_read(struct client *c)
 static void
 echo_on_finish(struct client *c)
 {
-	if (c->reason == CLOSE_SHUTDOWN)
-		client_read_pending(c);
+	struct evbuffer *pending;
+
 	echo_on_read(c);
+	if (c->reason != CLOSE_SHUTDOWN || (pending = evbuffer_new()) == NULL)
+		return;
+	client_read_pending(c, pending);
+	client_send_buffer(c, pending);
+	evbuffer_free(pending);
 }
 
 /*

@@ -220,8 +220,8 @@ START_TEST(test_clean_random)
 	char out[LINE_CLEAN_MAX(256)];
 	unsigned seed = 7;
 
-	for (int round = 0; round < 2000; round++) {
-		size_t n;
+	for (int round = 0; round < 500; round++) {
+		size_t n, bad = 0;
 		for (size_t i = 0; i < sizeof(in); i++) {
 			seed = seed * 1103515245 + 12345;
 			in[i] = (unsigned char)(seed >> 16);
@@ -230,9 +230,10 @@ START_TEST(test_clean_random)
 		ck_assert_uint_le(n, sizeof(out));
 		for (size_t i = 0; i < n; i++) {
 			unsigned char ch = (unsigned char)out[i];
-			ck_assert_msg(ch >= 0x20 || ch == '\t', "control byte %#x", ch);
-			ck_assert(ch != 0x7f);
+			if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+				bad++;
 		}
+		ck_assert_msg(bad == 0, "round %d: %zu control bytes", round, bad);
 		/* and cleaning is idempotent: clean output is left as it is */
 		{
 			char again[LINE_CLEAN_MAX(sizeof(out))];
