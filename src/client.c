@@ -222,7 +222,7 @@ client_read_pending(struct client *c, struct evbuffer *into)
 	size_t total = 0;
 	int avail = 0;
 
-	if (c->flags & (CLIENT_PEER_EOF | CLIENT_CLOSED | CLIENT_FINISHING))
+	if (c->flags & (CLIENT_PEER_EOF | CLIENT_CLOSED))
 		return 0;
 	/* evbuffer_read takes at most a few KiB per call: loop until the queue is empty. */
 	while (ioctl(c->fd, FIONREAD, &avail) == 0 && avail > 0) {
@@ -304,7 +304,6 @@ client_on_drain_write(struct bufferevent *bev, void *arg)
 		client_send_fin(c);
 }
 
-
 /*
  * Leave gracefully: flush what is owed, send FIN, then read and discard until the
  * peer's EOF or shutdown_timeout, and only then close (closing with unread input
@@ -315,16 +314,18 @@ client_finish(struct client *c, enum close_reason reason, const char *detail)
 {
 	struct timeval tv = {(time_t)c->server->config->shutdown_timeout, 0};
 
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+
 	if (c->flags & (CLIENT_FINISHING | CLIENT_CLOSED))
 		return;
+	c->flags |= CLIENT_FINISHING;
 	client_set_reason(c, reason, detail);
 	if (c->service->on_finish != NULL)
 		c->service->on_finish(c);
 	if (c->flags & CLIENT_CLOSED)
 		return;
-	c->flags |= CLIENT_FINISHING;
 	c->paused = 0;
-	evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
+	evbuffer_drain(in, evbuffer_get_length(in));
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 	bufferevent_setcb(c->bev, client_on_drain_read, client_on_drain_write, client_on_event, c);
 	bufferevent_set_timeouts(c->bev, &tv, &tv);
