@@ -910,6 +910,7 @@ const struct service chat_service = {
 	.name = "chat",
 	.id = SERVICE_CHAT,
 	.socket_sndbuf = CHAT_SOCKET_SNDBUF,
+	.refusal_line = "! too many connections from your address\r\n",
 	.on_connect = chat_on_connect,
 	.on_read = chat_on_read,
 	.on_eof = chat_on_eof,

@@ -108,6 +108,7 @@ client_create(struct server *s, const struct service *svc, evutil_socket_t fd,
 	if (salen > sizeof(c->peer_addr))
 		salen = sizeof(c->peer_addr);
 	memcpy(&c->peer_addr, sa, salen);
+	c->has_ip = addr_ip_from_sockaddr(sa, &c->ip);
 	addr_format(sa, c->peer, sizeof(c->peer));
 	clock_gettime(CLOCK_MONOTONIC, &c->started);
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

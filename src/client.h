@@ -16,6 +16,8 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "addr.h"
+
 struct bufferevent;
 struct evbuffer;
 struct server;
@@ -56,6 +58,8 @@ struct client {
 	unsigned paused;
 	char peer[64]; /* "192.0.2.1:5555" or "[2001:db8::1]:5555" */
 	struct sockaddr_storage peer_addr;
+	struct addr_ip ip;
+	bool has_ip;
 	struct timespec started;
 	uint64_t bytes_in;
 	uint64_t bytes_queued; /* everything handed to the output buffer */

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "addr.h"
 #include "command.h"
 #include "log.h"
 
@@ -29,6 +30,7 @@ enum key_type {
 	KEY_TEXT,      /* free text */
 	KEY_MOTD_FILE, /* "" or an absolute path, read at once */
 	KEY_ROOM,      /* a room name, stored as "#name" */
+	KEY_ACL,       /* "" or addresses and CIDR prefixes */
 };
 
 /* One row per setting: it drives defaults, parsing, validation, -o and -T. */
@@ -55,6 +57,9 @@ static const struct config_key config_keys[] = {
 	KEY("server", "max_clients", KEY_UINT, 1, 1000000, max_clients, "10000"),
 	KEY("server", "shutdown_timeout", KEY_UINT, 0, 3600, shutdown_timeout, "10"),
 	KEY("server", "tcp_keepalive", KEY_UINT, 0, 86400, tcp_keepalive, "300"),
+	KEY("server", "max_clients_per_address", KEY_UINT, 0, 1000000, max_clients_per_address, "64"),
+	KEY("server", "allow", KEY_ACL, 0, 0, allow, ""),
+	KEY("server", "deny", KEY_ACL, 0, 0, deny, ""),
 	KEY("log", "level", KEY_LOG_LEVEL, 0, 0, log_level, "info"),
 	KEY("log", "target", KEY_LOG_TARGET, 0, 0, log_target, "stderr"),
 	SERVICE_KEYS("echo", echo, "7007", "300"),
@@ -464,6 +469,17 @@ parse_value(const struct config_key *key, const char *value, struct config *cfg,
 		}
 		set_string(SLOT(cfg, key, char *), copy);
 		return true;
+	case KEY_ACL: {
+		struct addr_acl acl;
+		if (addr_acl_parse(value, &acl, why, whylen) == -1)
+			return false;
+		addr_acl_free(&acl);
+		copy = strdup(value);
+		if (copy == NULL)
+			fatal("strdup");
+		set_string(SLOT(cfg, key, char *), copy);
+		return true;
+	}
 	case KEY_LOG_TARGET:
 		if (strcmp(value, "stderr") != 0 && strcmp(value, "syslog") != 0 && value[0] != '/') {
 			snprintf(why, whylen, "%s is not stderr, syslog or an absolute file path",
@@ -498,6 +514,7 @@ format_value(const struct config_key *key, const struct config *cfg, char *buf, 
 	case KEY_TEXT:
 	case KEY_MOTD_FILE:
 	case KEY_ROOM:
+	case KEY_ACL:
 		snprintf(buf, len, "%s", *SLOT(c, key, char *const));
 		break;
 	case KEY_LOG_LEVEL:
@@ -516,6 +533,7 @@ key_holds_string(const struct config_key *key)
 	case KEY_TEXT:
 	case KEY_MOTD_FILE:
 	case KEY_ROOM:
+	case KEY_ACL:
 		return true;
 	case KEY_BOOL:
 	case KEY_UINT:

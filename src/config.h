@@ -39,6 +39,9 @@ struct config {
 	unsigned max_clients;
 	unsigned shutdown_timeout;
 	unsigned tcp_keepalive;
+	unsigned max_clients_per_address; /* 0: no limit */
+	char *allow; /* "" or addresses and prefixes: only these may connect */
+	char *deny;  /* addresses and prefixes that may not connect */
 	/* [log] */
 	int log_level;
 	char *log_target;

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <netdb.h>
@@ -260,6 +261,19 @@ server_apply_listeners(struct server *s)
 	return errors;
 }
 
+/* Compile [server] allow and deny (validated when the configuration was read). */
+static void
+server_apply_acls(struct server *s)
+{
+	char why[256];
+
+	addr_acl_free(&s->allow);
+	addr_acl_free(&s->deny);
+	if (addr_acl_parse(s->config->allow, &s->allow, why, sizeof(why)) == -1 ||
+	    addr_acl_parse(s->config->deny, &s->deny, why, sizeof(why)) == -1)
+		log_error("[server] allow/deny: %s", why);
+}
+
 /* Fit max_clients under RLIMIT_NOFILE, raising the soft limit to the hard one first. */
 static void
 server_apply_limits(struct server *s)
@@ -283,6 +297,16 @@ server_apply_limits(struct server *s)
 		log_warnx("max_clients = %u does not fit the limit of %llu open files: using %u",
 		          s->config->max_clients, (unsigned long long)rl.rlim_cur, s->max_clients);
 	}
+}
+
+/* " (N more since the last message)" after a rate-limited line, when some were held back. */
+static const char *
+suppressed_note(unsigned long suppressed, char *buf, size_t len)
+{
+	if (suppressed == 0)
+		return "";
+	snprintf(buf, len, " (%lu more since the last message)", suppressed);
+	return buf;
 }
 
 /* Stop accepting on every listener for a while (descriptors ran out). */
@@ -327,21 +351,65 @@ server_on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr
 	struct listener *l = arg;
 	struct server *s = l->server;
 	unsigned long suppressed;
-	char peer[ADDR_STRLEN];
+	char peer[ADDR_STRLEN], note[64];
+	struct addr_ip ip;
+	bool has_ip = addr_ip_from_sockaddr(sa, &ip);
 
 	if (s->accept_paused) {
 		s->accept_paused = false;
 		log_notice("accepting connections again");
 	}
+	if (has_ip && ((s->allow.count > 0 && !addr_acl_match(&s->allow, &ip)) ||
+	               addr_acl_match(&s->deny, &ip))) {
+		if (log_ratelimit_pass(&s->acl_log, time(NULL), &suppressed))
+			log_info("%s: %s refused: address not allowed%s", l->service->name,
+			         addr_format(sa, peer, sizeof(peer)),
+			         suppressed_note(suppressed, note, sizeof(note)));
+		close(fd);
+		return;
+	}
+	if (has_ip && s->config->max_clients_per_address != 0 &&
+	    addr_counter_get(s->per_address, &ip) >= s->config->max_clients_per_address) {
+		const char *line = l->service->refusal_line;
+		if (line != NULL && send(fd, line, strlen(line), MSG_DONTWAIT | MSG_NOSIGNAL) == -1) {
+			/* best effort: the connection is refused either way */
+		}
+		if (log_ratelimit_pass(&s->per_address_log, time(NULL), &suppressed))
+			log_warnx("%s: %s refused: max_clients_per_address (%u) reached%s",
+			          l->service->name, addr_format(sa, peer, sizeof(peer)),
+			          s->config->max_clients_per_address,
+			          suppressed_note(suppressed, note, sizeof(note)));
+		close(fd);
+		return;
+	}
 	if (s->client_count >= s->max_clients) {
 		if (log_ratelimit_pass(&s->full_log, time(NULL), &suppressed))
-			log_warnx("%s: %s refused: max_clients (%u) reached (%lu more refused "
-			          "since the last message)", l->service->name,
-			          addr_format(sa, peer, sizeof(peer)), s->max_clients, suppressed);
+			log_warnx("%s: %s refused: max_clients (%u) reached%s", l->service->name,
+			          addr_format(sa, peer, sizeof(peer)), s->max_clients,
+			          suppressed_note(suppressed, note, sizeof(note)));
 		close(fd);
 		return;
 	}
 	client_create(s, l->service, fd, sa, (socklen_t)salen);
+}
+
+/*
+ * Out of descriptors: give up the spare one to accept the waiting connection and close
+ * it at once, so its client learns now instead of hanging in the backlog; then take the
+ * spare back (memcached's trick).
+ */
+static void
+server_shed_one(struct server *s, struct listener *l)
+{
+	evutil_socket_t fd;
+
+	if (s->spare_fd == -1)
+		return;
+	close(s->spare_fd);
+	fd = accept(l->fd, NULL, NULL);
+	if (fd != -1)
+		close(fd);
+	s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
 /* accept() failed with something libevent does not retry by itself. */
@@ -354,6 +422,7 @@ server_on_accept_error(struct evconnlistener *evl, void *arg)
 	unsigned long suppressed;
 
 	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+		server_shed_one(s, l);
 		server_pause_accepting(s, err);
 		return;
 	}
@@ -365,6 +434,8 @@ void
 server_client_added(struct server *s, struct client *c)
 {
 	c->id = ++s->next_client_id;
+	if (c->has_ip)
+		addr_counter_add(s->per_address, &c->ip, 1);
 	TAILQ_INSERT_TAIL(&s->clients, c, entry);
 	s->client_count++;
 	s->service_clients[c->service->id]++;
@@ -376,6 +447,8 @@ server_client_removed(struct server *s, struct client *c)
 {
 	TAILQ_REMOVE(&s->clients, c, entry);
 	TAILQ_INSERT_TAIL(&s->closed, c, entry);
+	if (c->has_ip)
+		addr_counter_add(s->per_address, &c->ip, -1);
 	s->client_count--;
 	s->service_clients[c->service->id]--;
 	event_active(s->reap_event, EV_TIMEOUT, 0);
@@ -487,6 +560,7 @@ server_reload(struct server *s)
 	s->config = cfg;
 	config_free(old);
 	server_apply_limits(s);
+	server_apply_acls(s);
 	if (server_apply_listeners(s) > 0)
 		log_error("configuration reloaded, but some listeners could not be opened");
 	else
@@ -530,6 +604,12 @@ server_create(struct config *cfg, const char *config_path, char *const *override
 	TAILQ_INIT(&s->closed);
 	s->full_log.interval = 10;
 	s->accept_log.interval = 10;
+	s->per_address_log.interval = 10;
+	s->acl_log.interval = 10;
+	s->per_address = addr_counter_new();
+	s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (s->per_address == NULL || s->spare_fd == -1)
+		fatal("cannot set up the server");
 	s->base = event_base_new();
 	if (s->base == NULL)
 		fatalx("cannot create the event base");
@@ -551,6 +631,7 @@ int
 server_start(struct server *s)
 {
 	server_apply_limits(s);
+	server_apply_acls(s);
 	if (server_apply_listeners(s) > 0)
 		return -1;
 	log_notice("ready");
@@ -587,6 +668,11 @@ server_free(struct server *s)
 	event_free(s->shutdown_timer);
 	event_free(s->accept_retry_timer);
 	event_base_free(s->base);
+	addr_acl_free(&s->allow);
+	addr_acl_free(&s->deny);
+	addr_counter_free(s->per_address);
+	if (s->spare_fd != -1)
+		close(s->spare_fd);
 	config_free(s->config);
 	free(s);
 }

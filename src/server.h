@@ -56,6 +56,12 @@ struct server {
 	bool shutting_down;
 	struct log_ratelimit full_log;
 	struct log_ratelimit accept_log;
+	struct log_ratelimit per_address_log;
+	struct log_ratelimit acl_log;
+	struct addr_acl allow; /* compiled from the configuration */
+	struct addr_acl deny;
+	struct addr_counter *per_address; /* open connections per peer address */
+	int spare_fd; /* given up when descriptors run out, to accept-and-close */
 };
 
 struct server *server_create(struct config *cfg, const char *config_path, char *const *overrides,

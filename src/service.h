@@ -28,6 +28,8 @@ struct service {
 	/* SO_SNDBUF for its sockets (0: the kernel's autotuning), so that what a client
 	 * that does not read can pin in kernel memory is bounded too. */
 	int socket_sndbuf;
+	/* Sent (best effort) to a connection refused for too many from its address. */
+	const char *refusal_line;
 
 	/* A client was accepted (may be NULL). */
 	void (*on_connect)(struct client *c);

@@ -41,6 +41,9 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(cfg->max_clients, 10000);
 	ck_assert_uint_eq(cfg->shutdown_timeout, 10);
 	ck_assert_uint_eq(cfg->tcp_keepalive, 300);
+	ck_assert_uint_eq(cfg->max_clients_per_address, 64);
+	ck_assert_str_eq(cfg->allow, "");
+	ck_assert_str_eq(cfg->deny, "");
 	ck_assert_int_eq(cfg->log_level, LOG_LEVEL_INFO);
 	ck_assert_str_eq(cfg->log_target, "stderr");
 	ck_assert(cfg->echo.enabled);
@@ -86,6 +89,12 @@ static const struct {
 	{"server.shutdown_timeout=3601", false, NULL, "out of range"},
 	{"server.tcp_keepalive=0", true, "tcp_keepalive = 0", NULL},
 	{"server.tcp_keepalive=86401", false, NULL, "out of range"},
+	{"server.max_clients_per_address=0", true, "max_clients_per_address = 0", NULL},
+	{"server.max_clients_per_address=1000001", false, NULL, "out of range"},
+	{"server.allow=127.0.0.0/8, ::1", true, "allow = 127.0.0.0/8, ::1", NULL},
+	{"server.deny=192.0.2.7", true, "deny = 192.0.2.7", NULL},
+	{"server.deny=192.0.2.0/40", false, NULL, "[server] deny: \"192.0.2.0/40\" is not an address or prefix"},
+	{"server.allow=localhost", false, NULL, "[server] allow: \"localhost\" is not an address or prefix"},
 	{"log.level=debug", true, "level = debug", NULL},
 	{"log.level=WARNING", true, "level = warning", NULL},
 	{"log.level=notice", true, "level = notice", NULL},

@@ -8,5 +8,6 @@ Suite *config_suite(void);
 Suite *log_suite(void);
 Suite *line_suite(void);
 Suite *command_suite(void);
+Suite *addr_suite(void);
 
 #endif
