@@ -67,7 +67,8 @@ def test_8mib_binary():
 
 def test_200_concurrent_clients():
     n_clients, size = 200, 64 * KIB
-    with Daemon() as d:
+    # 200 clients from one address: above the default max_clients_per_address (64)
+    with Daemon(overrides=["server.max_clients_per_address=0"]) as d:
         port = d.port()
         sel = selectors.DefaultSelector()
         clients = []
