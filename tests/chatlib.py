@@ -24,7 +24,7 @@ import selectors
 import socket
 import sys
 import time
-from collections import Counter, deque
+from collections import deque
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -212,6 +212,11 @@ class ChatClient:
             sel.close()
         return self.recv_once()
 
+    def wait_data(self, timeout):
+        """Wait at most `timeout` (unscaled) seconds for input and read what came.
+        For loops that interleave other work; returns False at EOF or if nothing came."""
+        return self._fill(time.monotonic() + timeout)
+
     def read_line(self, timeout=10, what=None):
         """The next line (str, without CRLF). Fails at EOF or after the deadline."""
         return self._read_line_by(time.monotonic() + T(timeout), what)
@@ -359,12 +364,6 @@ class ChatClient:
         return old
 
 
-def members_line_names(line):
-    m = parse_members(line)
-    check(m is not None, "not a members line: %r" % line)
-    return m
-
-
 # ------------------------------------------------------------------------ many clients
 
 class Pool:
@@ -443,13 +442,3 @@ class Session:
         self.close_clients()
         self.d.cleanup()
         return False
-
-
-def joined_all(clients, newcomer):
-    """Every client in `clients` reads the join notice of `newcomer` next."""
-    for c in clients:
-        c.expect("* %s has joined #lobby" % newcomer.nick)
-
-
-def counter(items):
-    return Counter(items)

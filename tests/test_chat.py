@@ -15,7 +15,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from chatlib import (  # noqa: E402
-    ChatClient, Session, TestFailure, check, check_eq, parse_members, rx, SYNC_RE, YOU_ARE_RE)
+    Session, check, check_eq, parse_members, rx, SYNC_RE, YOU_ARE_RE)
 import echochatd_testlib as tl  # noqa: E402
 
 NICK_INVALID = "! a nick is 1-24 letters, digits, _ or -, starting with a letter"
@@ -387,6 +387,15 @@ def test_quit():
         b.expect_eof(clean=True)
         all_expect([a, d], "* %s has quit" % b.nick)
 
+        f = s.client("f")                                # lines after /quit are not processed
+        all_expect([a, d], "* %s has joined #lobby" % f.nick)
+        f.send_raw(b"/quit now\r\nafter the quit\r\n/nick ghost\r\n")
+        f.expect("* bye")
+        f.expect_eof(clean=True)
+        all_expect([a, d], "* %s has quit (now)" % f.nick)
+        a.say("marker")
+        d.expect("<%s> marker" % a.nick)
+
         d.close()                                        # just disconnects
         a.expect("* %s has quit" % d.nick)
         e = s.client("e")
@@ -410,7 +419,7 @@ def test_idle_timeout():
         while not (a.pending or a.eof):
             check(time.monotonic() < deadline, "no idle timeout after %.0f s" % tl.T(15))
             b.say("/topic")
-            a._fill(time.monotonic() + 0.2)
+            a.wait_data(0.2)
         dt = time.monotonic() - t0
         a.expect("! idle timeout: closing")
         a.expect_eof(clean=True)

@@ -117,6 +117,7 @@ def test_telnet_negotiation():
         a.send_raw(bytes([0, 24, IAC, SE]) + b"neg\r\n")
         b.expect("<%s> subneg" % A)
         a.sync()
+        a.assert_no_line(0.3)                                   # no late replies either
         check_eq(Counter(a.iac), want, "telnet replies after SB/NOP/IAC IAC")
         b.sync()
         check_clean(b)

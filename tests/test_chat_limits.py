@@ -4,8 +4,6 @@ holding anybody up, flood control delays (never drops) a flooder's lines without
 slowing the others down.  One selector reads all clients (no threads)."""
 
 import os
-import re
-import socket
 import sys
 import time
 
