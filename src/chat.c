@@ -18,7 +18,7 @@
 #include "service.h"
 
 /* Broadcast lines are written once into blocks of this size and shared by reference. */
-#define CHAT_BLOCK_SIZE (64 * 1024)
+#define CHAT_BLOCK_SIZE ((size_t)64 * 1024)
 /* Kernel send buffer of a chat socket (Linux doubles it): what a receiver that does
  * not read can hold in the kernel, on top of max_output in ours. */
 #define CHAT_SOCKET_SNDBUF (64 * 1024)
@@ -241,7 +241,7 @@ chat_deliver_pending(void)
 	struct chat_user *m;
 	size_t len;
 
-	if (room == NULL)
+	if (room == NULL || block == NULL)
 		return;
 	len = block->len - chat.pending_start;
 	TAILQ_FOREACH(m, &room->members, room_entry) {

@@ -16,9 +16,9 @@
 #include "log.h"
 
 /* A file bigger than this is not a configuration file. */
-#define CONFIG_MAX_FILE (1024 * 1024)
+#define CONFIG_MAX_FILE ((size_t)1024 * 1024)
 /* Nor a message of the day. */
-#define MOTD_MAX_FILE (64 * 1024)
+#define MOTD_MAX_FILE ((size_t)64 * 1024)
 
 enum key_type {
 	KEY_BOOL,
@@ -46,12 +46,14 @@ struct config_key {
 
 #define KEY(section, name, type, min, max, field, def)                                           \
 	{ section, name, type, min, max, offsetof(struct config, field), def }
+/* NOLINTBEGIN(bugprone-macro-parentheses): field names a struct member for offsetof */
 #define SERVICE_KEYS(section, field, default_port, default_idle)                                   \
 	KEY(section, "enabled", KEY_BOOL, 0, 1, field.enabled, "yes"),                             \
 	KEY(section, "bind", KEY_BIND, 0, 0, field.bind, "0.0.0.0, ::"),                          \
 	KEY(section, "port", KEY_UINT, 0, 65535, field.port, default_port),                                \
 	KEY(section, "backlog", KEY_UINT, 1, 65535, field.backlog, "128"),                         \
 	KEY(section, "idle_timeout", KEY_UINT, 0, 604800, field.idle_timeout, default_idle)
+/* NOLINTEND(bugprone-macro-parentheses) */
 
 static const struct config_key config_keys[] = {
 	KEY("server", "max_clients", KEY_UINT, 1, 1000000, max_clients, "10000"),
@@ -748,7 +750,7 @@ config_load_file(struct config *cfg, const char *path, struct config_errors *err
 		config_errors_add(errors, "%s: cannot read: %s", path, strerror(errno));
 		n = 1;
 	} else if (len > CONFIG_MAX_FILE) {
-		config_errors_add(errors, "%s: file too large (more than %d bytes)", path,
+		config_errors_add(errors, "%s: file too large (more than %zu bytes)", path,
 		                  CONFIG_MAX_FILE);
 		n = 1;
 	} else

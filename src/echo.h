@@ -5,7 +5,7 @@
 #include "service.h"
 
 /* Pending output above which an echo client is not read from, and where reading resumes. */
-#define ECHO_HIGH_WATER (256 * 1024)
-#define ECHO_LOW_WATER (64 * 1024)
+#define ECHO_HIGH_WATER ((size_t)256 * 1024)
+#define ECHO_LOW_WATER ((size_t)64 * 1024)
 
 #endif

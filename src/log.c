@@ -56,8 +56,17 @@ stderr_is_journal(void)
 	const char *stream = getenv("JOURNAL_STREAM");
 	unsigned long long dev, ino;
 	struct stat st;
+	char *end;
 
-	if (stream == NULL || sscanf(stream, "%llu:%llu", &dev, &ino) != 2)
+	if (stream == NULL)
+		return false;
+	errno = 0;
+	dev = strtoull(stream, &end, 10);
+	if (errno != 0 || end == stream || *end != ':')
+		return false;
+	stream = end + 1;
+	ino = strtoull(stream, &end, 10);
+	if (errno != 0 || end == stream || *end != '\0')
 		return false;
 	if (fstat(STDERR_FILENO, &st) == -1)
 		return false;

@@ -100,11 +100,13 @@ main(int argc, char **argv)
 			char **grown;
 			if (dot == NULL || eq == NULL || dot > eq || dot == optarg || eq == dot + 1) {
 				fprintf(stderr, "echochatd: -o %s: expected SECTION.KEY=VALUE\n", optarg);
+				free(overrides);
 				return EXIT_USAGE;
 			}
 			grown = realloc(overrides, (override_count + 1) * sizeof(*overrides));
 			if (grown == NULL) {
 				perror("echochatd: realloc");
+				free(overrides);
 				return 1;
 			}
 			overrides = grown;

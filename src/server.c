@@ -293,7 +293,7 @@ server_apply_limits(struct server *s)
 		getrlimit(RLIMIT_NOFILE, &rl);
 	}
 	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < needed) {
-		s->max_clients = rl.rlim_cur > 2 * FD_RESERVE ? (unsigned)(rl.rlim_cur - FD_RESERVE) : 1;
+		s->max_clients = rl.rlim_cur > (rlim_t)2 * FD_RESERVE ? (unsigned)(rl.rlim_cur - FD_RESERVE) : 1;
 		log_warnx("max_clients = %u does not fit the limit of %llu open files: using %u",
 		          s->config->max_clients, (unsigned long long)rl.rlim_cur, s->max_clients);
 	}
@@ -313,7 +313,7 @@ suppressed_note(unsigned long suppressed, char *buf, size_t len)
 static void
 server_pause_accepting(struct server *s, int err)
 {
-	struct timeval tv = {0, ACCEPT_RETRY_MS * 1000};
+	struct timeval tv = {0, (suseconds_t)ACCEPT_RETRY_MS * 1000};
 	struct listener *l;
 
 	if (!s->accept_paused)
@@ -504,7 +504,7 @@ static void
 server_shutdown(struct server *s, int signo)
 {
 	struct timeval tv = {(time_t)s->config->shutdown_timeout, 0};
-	struct listener *l;
+	struct listener *l, *lnext;
 	struct client *c, *next;
 
 	if (s->shutting_down) {
@@ -515,7 +515,7 @@ server_shutdown(struct server *s, int signo)
 	}
 	s->shutting_down = true;
 	log_notice("shutting down on %s: %u clients to drain", signal_name(signo), s->client_count);
-	while ((l = TAILQ_FIRST(&s->listeners)) != NULL)
+	TAILQ_FOREACH_SAFE(l, &s->listeners, entry, lnext)
 		listener_free(s, l, false);
 	evtimer_del(s->accept_retry_timer);
 	TAILQ_FOREACH_SAFE(c, &s->clients, entry, next)
@@ -653,13 +653,13 @@ server_run(struct server *s)
 void
 server_free(struct server *s)
 {
-	struct listener *l;
+	struct listener *l, *lnext;
 
 	if (s == NULL)
 		return;
 	server_close_all(s, CLOSE_SHUTDOWN, NULL);
 	server_reap(s);
-	while ((l = TAILQ_FIRST(&s->listeners)) != NULL)
+	TAILQ_FOREACH_SAFE(l, &s->listeners, entry, lnext)
 		listener_free(s, l, false);
 	for (size_t i = 0; i < sizeof(s->signal_events) / sizeof(s->signal_events[0]); i++)
 		if (s->signal_events[i] != NULL)
