@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "bucket.h"
+#include "chat.h"
 #include "client.h"
 #include "command.h"
 #include "config.h"
@@ -903,6 +904,13 @@ chat_on_close(struct client *c)
 		chat.scratch = chat.clean = NULL;
 		chat.scratch_len = chat.clean_len = 0;
 	}
+}
+
+/* How many rooms exist now. */
+unsigned
+chat_room_count(void)
+{
+	return chat.room_count;
 }
 
 /* Chat output is bounded by max_output per receiver, not by pausing the sender. */

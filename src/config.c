@@ -30,6 +30,8 @@ enum key_type {
 	KEY_TEXT,      /* free text */
 	KEY_MOTD_FILE, /* "" or an absolute path, read at once */
 	KEY_ROOM,      /* a room name, stored as "#name" */
+	KEY_PATH,      /* "" or an absolute path */
+	KEY_NAME,      /* "" or a user or group name */
 	KEY_ACL,       /* "" or addresses and CIDR prefixes */
 };
 
@@ -37,16 +39,19 @@ enum key_type {
 struct config_key {
 	const char *section;
 	const char *name;
-	enum key_type type;
 	unsigned long min;
 	unsigned long max;
 	size_t offset;
 	const char *default_value;
+	enum key_type type;
+	bool restart; /* a reload cannot apply it: changing it only logs a warning */
 };
 
-#define KEY(section, name, type, min, max, field, def)                                           \
-	{ section, name, type, min, max, offsetof(struct config, field), def }
 /* NOLINTBEGIN(bugprone-macro-parentheses): field names a struct member for offsetof */
+#define KEY(section, name, type, min, max, field, def)                                           \
+	{ section, name, min, max, offsetof(struct config, field), def, type, false }
+#define KEY_RESTART(section, name, type, field, def)                                             \
+	{ section, name, 0, 0, offsetof(struct config, field), def, type, true }
 #define SERVICE_KEYS(section, field, default_port, default_idle)                                   \
 	KEY(section, "enabled", KEY_BOOL, 0, 1, field.enabled, "yes"),                             \
 	KEY(section, "bind", KEY_BIND, 0, 0, field.bind, "0.0.0.0, ::"),                          \
@@ -59,6 +64,9 @@ static const struct config_key config_keys[] = {
 	KEY("server", "max_clients", KEY_UINT, 1, 1000000, max_clients, "10000"),
 	KEY("server", "shutdown_timeout", KEY_UINT, 0, 3600, shutdown_timeout, "10"),
 	KEY("server", "tcp_keepalive", KEY_UINT, 0, 86400, tcp_keepalive, "300"),
+	KEY_RESTART("server", "pidfile", KEY_PATH, pidfile, ""),
+	KEY_RESTART("server", "user", KEY_NAME, user, ""),
+	KEY_RESTART("server", "group", KEY_NAME, group, ""),
 	KEY("server", "max_clients_per_address", KEY_UINT, 0, 1000000, max_clients_per_address, "64"),
 	KEY("server", "allow", KEY_ACL, 0, 0, allow, ""),
 	KEY("server", "deny", KEY_ACL, 0, 0, deny, ""),
@@ -232,6 +240,20 @@ valid_host_name(const char *s)
 			return false;
 	}
 	return label > 0 && s[len - 1] != '-' && !label_numeric;
+}
+
+/* Tell whether s is empty or a portable user or group name. */
+static bool
+valid_account_name(const char *s)
+{
+	size_t len = strlen(s);
+
+	if (len > 32 || s[0] == '-')
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '.' && s[i] != '_' && s[i] != '-')
+			return false;
+	return true;
 }
 
 /* Strip the brackets of "[::1]" in place. */
@@ -471,6 +493,29 @@ parse_value(const struct config_key *key, const char *value, struct config *cfg,
 		}
 		set_string(SLOT(cfg, key, char *), copy);
 		return true;
+	case KEY_PATH:
+		if (value[0] != '\0' && value[0] != '/') {
+			snprintf(why, whylen, "%s is not an absolute file path",
+			         quote(value, qbuf, sizeof(qbuf)));
+			return false;
+		}
+		copy = strdup(value);
+		if (copy == NULL)
+			fatal("strdup");
+		set_string(SLOT(cfg, key, char *), copy);
+		return true;
+	case KEY_NAME:
+		if (!valid_account_name(value)) {
+			snprintf(why, whylen,
+			         "%s is not a user or group name (letters, digits, ., _ or -)",
+			         quote(value, qbuf, sizeof(qbuf)));
+			return false;
+		}
+		copy = strdup(value);
+		if (copy == NULL)
+			fatal("strdup");
+		set_string(SLOT(cfg, key, char *), copy);
+		return true;
 	case KEY_ACL: {
 		struct addr_acl acl;
 		if (addr_acl_parse(value, &acl, why, whylen) == -1)
@@ -516,6 +561,8 @@ format_value(const struct config_key *key, const struct config *cfg, char *buf, 
 	case KEY_TEXT:
 	case KEY_MOTD_FILE:
 	case KEY_ROOM:
+	case KEY_PATH:
+	case KEY_NAME:
 	case KEY_ACL:
 		snprintf(buf, len, "%s", *SLOT(c, key, char *const));
 		break;
@@ -535,6 +582,8 @@ key_holds_string(const struct config_key *key)
 	case KEY_TEXT:
 	case KEY_MOTD_FILE:
 	case KEY_ROOM:
+	case KEY_PATH:
+	case KEY_NAME:
 	case KEY_ACL:
 		return true;
 	case KEY_BOOL:
@@ -836,6 +885,28 @@ config_read(const char *path, char *const *overrides, size_t noverrides,
 		return NULL;
 	}
 	return cfg;
+}
+
+/* List the keys a reload cannot apply whose value changed; returns how many. */
+size_t
+config_restart_changes(const struct config *old, const struct config *cfg,
+                       struct config_errors *changes)
+{
+	char before[1024], after[1024];
+	size_t n = 0;
+
+	for (size_t i = 0; i < NKEYS; i++) {
+		if (!config_keys[i].restart)
+			continue;
+		format_value(&config_keys[i], old, before, sizeof(before));
+		format_value(&config_keys[i], cfg, after, sizeof(after));
+		if (strcmp(before, after) != 0) {
+			config_errors_add(changes, "[%s] %s: changed from \"%s\" to \"%s\"; it takes effect at the next restart",
+			                  config_keys[i].section, config_keys[i].name, before, after);
+			n++;
+		}
+	}
+	return n;
 }
 
 /* Print the whole configuration as INI the daemon accepts. */

@@ -39,6 +39,9 @@ struct config {
 	unsigned max_clients;
 	unsigned shutdown_timeout;
 	unsigned tcp_keepalive;
+	char *pidfile; /* "" or an absolute path */
+	char *user;    /* "" or the user to become after binding, when started as root */
+	char *group;
 	unsigned max_clients_per_address; /* 0: no limit */
 	char *allow; /* "" or addresses and prefixes: only these may connect */
 	char *deny;  /* addresses and prefixes that may not connect */
@@ -69,6 +72,8 @@ int config_validate(const struct config *cfg, struct config_errors *errors);
 struct config *config_read(const char *path, char *const *overrides, size_t noverrides,
                            struct config_errors *errors);
 void config_dump(const struct config *cfg, FILE *out);
+size_t config_restart_changes(const struct config *old, const struct config *cfg,
+                              struct config_errors *changes);
 
 /* Split "a, b,c" into its items; returns the count, or 0. Free with config_list_free. */
 size_t config_list_split(const char *list, char ***items);

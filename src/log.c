@@ -23,6 +23,8 @@ static char *file_path;
 static bool syslog_open;
 /* During start-up, errors also go to stderr when the target is elsewhere. */
 static bool stderr_echo;
+/* A daemon has no stderr: "stderr" then means syslog. */
+static bool detached;
 
 static const char *const level_names[] = {
 	[LOG_LEVEL_ERROR] = "error",     [LOG_LEVEL_WARNING] = "warning",
@@ -87,11 +89,20 @@ log_open(const struct log_settings *settings, char *err, size_t errlen)
 	enum log_target_kind kind;
 	int fd = -1;
 
-	if (strcmp(settings->target, "stderr") == 0)
-		kind = stderr_is_journal() ? TARGET_JOURNAL : TARGET_STDERR;
-	else if (strcmp(settings->target, "syslog") == 0)
+	/* A daemon has no stderr: "stderr" then means syslog. */
+	if (strcmp(settings->target, "syslog") == 0 ||
+	    (strcmp(settings->target, "stderr") == 0 && detached))
 		kind = TARGET_SYSLOG;
-	else {
+	else if (strcmp(settings->target, "stderr") == 0)
+		kind = stderr_is_journal() ? TARGET_JOURNAL : TARGET_STDERR;
+	else if (target_kind == TARGET_FILE && file_path != NULL &&
+	         strcmp(settings->target, file_path) == 0) {
+		/* The same file: reopen it for logrotate, but a failure (say, after dropping
+		 * privileges) keeps the open descriptor instead of failing a reload. */
+		log_reopen();
+		log_max_level = settings->level;
+		return 0;
+	} else {
 		kind = TARGET_FILE;
 		fd = open_log_file(settings->target);
 		if (fd == -1) {
@@ -147,6 +158,13 @@ log_close(void)
 		closelog();
 	syslog_open = false;
 	target_kind = TARGET_STDERR;
+}
+
+/* From now on the process has no stderr worth writing to (daemon mode). */
+void
+log_set_detached(bool on)
+{
+	detached = on;
 }
 
 /* Make errors also appear on stderr while the daemon starts, whatever the target. */

@@ -27,6 +27,7 @@ int log_open(const struct log_settings *settings, char *err, size_t errlen);
 void log_reopen(void);
 void log_close(void);
 void log_set_stderr_echo(bool on);
+void log_set_detached(bool on);
 
 const char *log_level_name(int level);
 int log_level_parse(const char *name);

@@ -14,7 +14,9 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "chat.h"
 #include "config.h"
+#include "notify.h"
 
 /* Descriptors kept free for listeners, the log, libevent's own and a spare. */
 #define FD_RESERVE 32
@@ -92,7 +94,7 @@ static void server_on_accept_error(struct evconnlistener *, void *);
 /* Wrap a listening fd into a listener of svc; takes the fd even on failure. */
 static struct listener *
 listener_add(struct server *s, const struct service *svc, evutil_socket_t fd, const char *item,
-             unsigned config_port, unsigned backlog)
+             unsigned config_port, unsigned backlog, bool inherited)
 {
 	struct listener *l = calloc(1, sizeof(*l));
 	struct sockaddr_storage ss;
@@ -110,6 +112,7 @@ listener_add(struct server *s, const struct service *svc, evutil_socket_t fd, co
 	l->config_port = config_port;
 	l->backlog = backlog;
 	l->keep = true;
+	l->inherited = inherited;
 	if (getsockname(fd, (struct sockaddr *)&ss, &sslen) == 0)
 		addr_format((struct sockaddr *)&ss, l->name, sizeof(l->name));
 	/* backlog 0: the socket already listens. */
@@ -126,7 +129,8 @@ listener_add(struct server *s, const struct service *svc, evutil_socket_t fd, co
 	if (s->accept_paused)
 		evconnlistener_disable(l->evl);
 	TAILQ_INSERT_TAIL(&s->listeners, l, entry);
-	log_notice("%s: listening on %s", svc->name, l->name);
+	log_notice("%s: listening on %s%s", svc->name, l->name,
+	           inherited ? " (socket from systemd)" : "");
 	return l;
 }
 
@@ -190,7 +194,7 @@ listener_open_item(struct server *s, const struct service *svc, const struct ser
 			errors++;
 			continue;
 		}
-		l = listener_add(s, svc, fd, item, sc->port, sc->backlog);
+		l = listener_add(s, svc, fd, item, sc->port, sc->backlog, false);
 		if (l == NULL) {
 			errors++;
 			continue;
@@ -206,6 +210,60 @@ listener_open_item(struct server *s, const struct service *svc, const struct ser
 	return errors;
 }
 
+/* Tell whether systemd passed sockets for svc. */
+static bool
+server_has_inherited(const struct server *s, const struct service *svc)
+{
+	const struct listener *l;
+
+	TAILQ_FOREACH(l, &s->listeners, entry)
+		if (l->service == svc && l->inherited)
+			return true;
+	return false;
+}
+
+/*
+ * Take the sockets systemd passed (socket activation), by FileDescriptorName= ("echo",
+ * "chat"); a socket with another name or of another kind is closed with a warning.
+ */
+static void
+server_adopt_inherited(struct server *s)
+{
+	char **names = NULL;
+	int n = notify_listen_fds(&names);
+
+	for (int i = 0; i < n; i++) {
+		evutil_socket_t fd = NOTIFY_LISTEN_FDS_START + i;
+		const struct service *svc = NULL;
+		int type = 0, listening = 0;
+		socklen_t len = sizeof(type);
+
+		for (int id = 0; id < SERVICE_COUNT; id++)
+			if (names != NULL && names[i] != NULL && strcmp(names[i], services[id]->name) == 0)
+				svc = services[id];
+		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == -1 || type != SOCK_STREAM ||
+		    (len = sizeof(listening),
+		     getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == -1) ||
+		    !listening)
+			svc = NULL;
+		if (svc == NULL) {
+			log_warnx("socket %d from systemd (FileDescriptorName=%s) is not a listening "
+			          "stream socket named echo or chat: closed",
+			          fd, names != NULL && names[i] != NULL ? names[i] : "?");
+			close(fd);
+			continue;
+		}
+		evutil_make_socket_nonblocking(fd);
+		evutil_make_socket_closeonexec(fd);
+		listener_add(s, svc, fd, "(systemd)", 0, 0, true);
+	}
+	if (names != NULL) {
+		for (int i = 0; i < n; i++)
+			free(names[i]);
+		free(names);
+	}
+}
+
 /*
  * Make the listening sockets match the configuration: keep those still wanted (a
  * changed backlog is applied in place), open the new ones, close the rest. Returns
@@ -218,7 +276,7 @@ server_apply_listeners(struct server *s)
 	int errors = 0;
 
 	TAILQ_FOREACH(l, &s->listeners, entry)
-		l->keep = false;
+		l->keep = l->inherited;
 	for (int id = 0; id < SERVICE_COUNT; id++) {
 		const struct service *svc = services[id];
 		const struct service_config *sc = service_config_of(s->config, svc->id);
@@ -227,7 +285,8 @@ server_apply_listeners(struct server *s)
 		char **items;
 		size_t nitems;
 
-		if (!sc->enabled)
+		/* A service systemd passed sockets for is served on those alone. */
+		if (!sc->enabled || server_has_inherited(s, svc))
 			continue;
 		nitems = config_list_split(sc->bind, &items);
 		for (size_t i = 0; i < nitems; i++) {
@@ -514,6 +573,7 @@ server_shutdown(struct server *s, int signo)
 		return;
 	}
 	s->shutting_down = true;
+	notify_stopping();
 	log_notice("shutting down on %s: %u clients to drain", signal_name(signo), s->client_count);
 	TAILQ_FOREACH_SAFE(l, &s->listeners, entry, lnext)
 		listener_free(s, l, false);
@@ -535,6 +595,7 @@ server_reload(struct server *s)
 	struct config *cfg, *old;
 	char err[512];
 
+	notify_reloading();
 	log_notice("reloading configuration%s%s", s->config_path ? " from " : "",
 	           s->config_path ? s->config_path : "");
 	log_reopen();
@@ -546,6 +607,7 @@ server_reload(struct server *s)
 		log_error("reload failed, keeping the old configuration (%zu error%s)", errors.count,
 		          errors.count == 1 ? "" : "s");
 		config_errors_clear(&errors);
+		notify_ready();
 		return;
 	}
 	ls.level = cfg->log_level;
@@ -554,8 +616,13 @@ server_reload(struct server *s)
 		log_error("%s", err);
 		log_error("reload failed, keeping the old configuration (1 error)");
 		config_free(cfg);
+		notify_ready();
 		return;
 	}
+	config_restart_changes(s->config, cfg, &errors);
+	for (size_t i = 0; i < errors.count; i++)
+		log_warnx("%s", errors.messages[i]);
+	config_errors_clear(&errors);
 	old = s->config;
 	s->config = cfg;
 	config_free(old);
@@ -565,6 +632,7 @@ server_reload(struct server *s)
 		log_error("configuration reloaded, but some listeners could not be opened");
 	else
 		log_notice("configuration reloaded");
+	notify_ready();
 }
 
 static void
@@ -583,6 +651,23 @@ server_on_signal(evutil_socket_t signo, short what, void *arg)
 		break;
 	default:
 		break;
+	}
+}
+
+/* Refresh systemd's STATUS= line (at most once a second, and only when it changed). */
+static void
+server_on_status_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+	char status[sizeof(s->status)];
+
+	snprintf(status, sizeof(status), "%u clients (echo %u, chat %u), %u rooms%s",
+	         s->client_count, s->service_clients[SERVICE_ECHO],
+	         s->service_clients[SERVICE_CHAT], chat_room_count(),
+	         s->shutting_down ? ", shutting down" : "");
+	if (strcmp(status, s->status) != 0) {
+		memcpy(s->status, status, sizeof(status));
+		notify_status("%s", status);
 	}
 }
 
@@ -621,7 +706,9 @@ server_create(struct config *cfg, const char *config_path, char *const *override
 	s->reap_event = event_new(s->base, -1, 0, server_on_reap, s);
 	s->shutdown_timer = evtimer_new(s->base, server_on_shutdown_timeout, s);
 	s->accept_retry_timer = evtimer_new(s->base, server_on_accept_retry, s);
-	if (s->reap_event == NULL || s->shutdown_timer == NULL || s->accept_retry_timer == NULL)
+	s->status_timer = event_new(s->base, -1, EV_PERSIST, server_on_status_timer, s);
+	if (s->reap_event == NULL || s->shutdown_timer == NULL || s->accept_retry_timer == NULL ||
+	    s->status_timer == NULL)
 		fatalx("cannot create timers");
 	return s;
 }
@@ -630,11 +717,19 @@ server_create(struct config *cfg, const char *config_path, char *const *override
 int
 server_start(struct server *s)
 {
+	struct timeval second = {1, 0};
+
 	server_apply_limits(s);
+	server_adopt_inherited(s);
 	server_apply_acls(s);
 	if (server_apply_listeners(s) > 0)
 		return -1;
-	log_notice("ready");
+	if (notify_enabled()) {
+		server_on_status_timer(-1, 0, s);
+		event_add(s->status_timer, &second);
+	}
+	if (notify_watchdog_start(s->base) == -1)
+		return -1;
 	return 0;
 }
 
@@ -667,6 +762,8 @@ server_free(struct server *s)
 	event_free(s->reap_event);
 	event_free(s->shutdown_timer);
 	event_free(s->accept_retry_timer);
+	event_free(s->status_timer);
+	notify_watchdog_stop();
 	event_base_free(s->base);
 	addr_acl_free(&s->allow);
 	addr_acl_free(&s->deny);

@@ -28,6 +28,7 @@ struct listener {
 	unsigned backlog;
 	char name[ADDR_STRLEN]; /* the address actually bound */
 	bool keep;              /* still wanted by the configuration being applied */
+	bool inherited;         /* passed by systemd: kept across reloads, never rebound */
 };
 
 TAILQ_HEAD(listener_list, listener);
@@ -52,6 +53,8 @@ struct server {
 	struct event *reap_event;
 	struct event *shutdown_timer;
 	struct event *accept_retry_timer;
+	struct event *status_timer;
+	char status[128]; /* the last STATUS= sent to systemd */
 	bool accept_paused;
 	bool shutting_down;
 	struct log_ratelimit full_log;

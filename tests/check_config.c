@@ -90,6 +90,11 @@ static const struct {
 	{"server.tcp_keepalive=0", true, "tcp_keepalive = 0", NULL},
 	{"server.tcp_keepalive=86401", false, NULL, "out of range"},
 	{"server.max_clients_per_address=0", true, "max_clients_per_address = 0", NULL},
+	{"server.pidfile=/run/echochatd.pid", true, "pidfile = /run/echochatd.pid", NULL},
+	{"server.pidfile=echochatd.pid", false, NULL, "[server] pidfile: \"echochatd.pid\" is not an absolute file path"},
+	{"server.user=nobody", true, "user = nobody", NULL},
+	{"server.user=-rf", false, NULL, "is not a user or group name"},
+	{"server.group=no group", false, NULL, "[server] group: \"no group\" is not a user or group name"},
 	{"server.max_clients_per_address=1000001", false, NULL, "out of range"},
 	{"server.allow=127.0.0.0/8, ::1", true, "allow = 127.0.0.0/8, ::1", NULL},
 	{"server.deny=192.0.2.7", true, "deny = 192.0.2.7", NULL},
@@ -397,6 +402,28 @@ START_TEST(test_validate)
 }
 END_TEST
 
+START_TEST(test_restart_changes)
+{
+	char *before[] = {"server.user=nobody"}, *after[] = {"server.user=daemon", "echo.port=9"};
+	struct config_errors errors, changes;
+	struct config *old, *cfg;
+
+	config_errors_init(&errors);
+	config_errors_init(&changes);
+	old = config_read(NULL, before, 1, &errors);
+	cfg = config_read(NULL, after, 2, &errors);
+	ck_assert_ptr_nonnull(old);
+	ck_assert_ptr_nonnull(cfg);
+	/* only the restart-only key is reported, not the port a reload applies */
+	ck_assert_uint_eq(config_restart_changes(old, cfg, &changes), 1);
+	ck_assert_str_eq(changes.messages[0], "[server] user: changed from \"nobody\" to \"daemon\"; "
+	                                      "it takes effect at the next restart");
+	config_errors_clear(&changes);
+	config_free(old);
+	config_free(cfg);
+}
+END_TEST
+
 START_TEST(test_list_split)
 {
 	char **items;
@@ -429,6 +456,7 @@ config_suite(void)
 	tcase_add_test(tc, test_read_errors);
 	tcase_add_test(tc, test_validate);
 	tcase_add_test(tc, test_list_split);
+	tcase_add_test(tc, test_restart_changes);
 	suite_add_tcase(s, tc);
 	return s;
 }
