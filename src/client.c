@@ -387,7 +387,7 @@ client_close(struct client *c, enum close_reason reason, const char *detail)
 {
 	int level = LOG_LEVEL_INFO;
 	uint64_t bytes_out;
-	char why[160];
+	char why[512];
 
 	if (c->flags & CLIENT_CLOSED)
 		return;
@@ -399,8 +399,12 @@ client_close(struct client *c, enum close_reason reason, const char *detail)
 		why[0] = (char)tolower((unsigned char)why[0]);
 		if (!client_error_is_routine(c->socket_error))
 			level = LOG_LEVEL_WARNING;
-	} else if (detail != NULL && detail[0] != '\0')
-		snprintf(why, sizeof(why), "%s: %s", client_reason_name(reason), detail);
+	} else if (detail != NULL && detail[0] != '\0') {
+		/* a detail may come from the peer (a /quit reason): escape it for the log */
+		char escaped[sizeof(c->reason_detail) * 4];
+		log_escape(escaped, sizeof(escaped), detail, strlen(detail));
+		snprintf(why, sizeof(why), "%s: %s", client_reason_name(reason), escaped);
+	}
 	else
 		snprintf(why, sizeof(why), "%s", client_reason_name(reason));
 	if (reason == CLOSE_SLOW_CONSUMER)

@@ -70,6 +70,20 @@ next_word(const char *p, const char **word, size_t *len)
 	return skip_blanks(p);
 }
 
+/* Copy a word into dst, cut (if it must be) at a UTF-8 character boundary, so that a
+ * long name echoed in an error line stays valid UTF-8. */
+static void
+copy_word(char *dst, size_t dstlen, const char *word, size_t len)
+{
+	if (len >= dstlen) {
+		len = dstlen - 1;
+		while (len > 0 && ((unsigned char)word[len] & 0xC0) == 0x80)
+			len--;
+	}
+	memcpy(dst, word, len);
+	dst[len] = '\0';
+}
+
 /* Mark cmd as a known command used wrongly. */
 static void
 command_invalid(struct command *cmd, const char *error)
@@ -97,7 +111,7 @@ command_parse(const char *line, struct command *cmd)
 	}
 	rest = next_word(line + 1, &name, &name_len);
 	cmd->type = CMD_UNKNOWN;
-	snprintf(cmd->word, sizeof(cmd->word), "%.*s", (int)name_len, name);
+	copy_word(cmd->word, sizeof(cmd->word), name, name_len);
 	for (size_t i = 0; i < sizeof(command_names) / sizeof(command_names[0]); i++)
 		if (strlen(command_names[i].name) == name_len &&
 		    strncasecmp(command_names[i].name, name, name_len) == 0)

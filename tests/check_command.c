@@ -46,6 +46,9 @@ static const struct {
 	{"/help", CMD_HELP, "help", "", NULL},
 	{"/frobnicate now", CMD_UNKNOWN, "frobnicate", "", NULL},
 	{"/nickname x", CMD_UNKNOWN, "nickname", "", NULL},
+	/* a long unknown name is cut at a character boundary: 11 x "é" (22 bytes) fit, not 17 */
+	{"/0123456789\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9",
+	 CMD_UNKNOWN, "0123456789\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9", "", NULL},
 };
 
 START_TEST(test_parse)
