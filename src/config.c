@@ -630,7 +630,7 @@ apply_setting(struct config *cfg, const char *where, const char *section, const 
               unsigned line)
 {
 	const struct config_key *key = config_key_find(section, name);
-	char why[256];
+	char why[256], formatted[1024], previous[1024];
 
 	if (key == NULL) {
 		config_errors_add(errors, "%s: [%s] %s: unknown key", where, section, name);
@@ -645,8 +645,25 @@ apply_setting(struct config *cfg, const char *where, const char *section, const 
 		}
 		set_on_line[index] = line;
 	}
+	format_value(key, cfg, previous, sizeof(previous));
 	if (!parse_value(key, value, cfg, why, sizeof(why))) {
 		config_errors_add(errors, "%s: [%s] %s: %s", where, section, name, why);
+		return 1;
+	}
+	/* -T must write back every value on one line the loader accepts; a value that
+	 * cannot be is refused, and the previous one (valid, so it parses) put back. */
+	format_value(key, cfg, formatted, sizeof(formatted));
+	if (strlen(key->name) + 3 + strlen(formatted) > CONFIG_MAX_LINE) {
+		config_errors_add(errors, "%s: [%s] %s: value too long (\"%s = ...\" must fit in %d bytes)",
+		                  where, section, name, name, CONFIG_MAX_LINE);
+		parse_value(key, previous, cfg, why, sizeof(why));
+		return 1;
+	}
+	if (formatted[0] == ';') {
+		/* "key = ;..." reads as a key with an empty value and a comment */
+		config_errors_add(errors, "%s: [%s] %s: a value cannot start with ';'", where, section,
+		                  name);
+		parse_value(key, previous, cfg, why, sizeof(why));
 		return 1;
 	}
 	return 0;
@@ -844,6 +861,12 @@ config_set(struct config *cfg, const char *assignment, struct config_errors *err
 	value = strdup(start);
 	if (value == NULL)
 		fatal("strdup");
+	/* As in a file, a ';' after a blank starts a comment: -o and -T agree with the file. */
+	for (end = value; *end != '\0'; end++)
+		if (*end == ';' && end > value && isspace((unsigned char)end[-1])) {
+			*end = '\0';
+			break;
+		}
 	for (end = value + strlen(value); end > value && isspace((unsigned char)end[-1]); end--)
 		end[-1] = '\0';
 	n = apply_setting(cfg, where, section, name, value, errors, NULL, 0);

@@ -135,7 +135,9 @@ static const struct {
 	{"chat.enabled=no", true, "enabled = no", NULL},
 	{"chat.port=0", true, "port = 0", NULL},
 	{"chat.idle_timeout=60", true, "idle_timeout = 60", NULL},
-	{"chat.motd=Hello\\nWorld ; not a comment", true, "motd = Hello\\nWorld ; not a comment", NULL},
+	{"chat.motd=Hello\\nWorld ; a comment, as in a file", true, "motd = Hello\\nWorld\n", NULL},
+	{"chat.motd=semi;colon", true, "motd = semi;colon\n", NULL},
+	{"chat.motd=;starts with a semicolon", false, NULL, "[chat] motd: a value cannot start with ';'"},
 	{"chat.motd_file=", true, "motd_file = \n", NULL},
 	{"chat.motd_file=/nonexistent/motd", false, NULL, "[chat] motd_file: cannot read /nonexistent/motd: No such file or directory"},
 	{"chat.motd_file=motd.txt", false, NULL, "is not an absolute file path"},
@@ -424,6 +426,35 @@ START_TEST(test_restart_changes)
 }
 END_TEST
 
+/* Whatever is accepted can be written back by -T on lines the loader accepts. */
+START_TEST(test_value_fits_dump)
+{
+	char target[300], bind[200], text[512];
+	struct config_errors errors;
+	struct config *cfg = config_new();
+
+	memset(target, 'x', sizeof(target));
+	memcpy(target, "log.target=/", 12);
+	target[sizeof(target) - 1] = '\0';
+	config_errors_init(&errors);
+	ck_assert_int_eq(config_set(cfg, target, &errors), 1);
+	ck_assert_ptr_nonnull(strstr(errors.messages[0], "[log] target: value too long"));
+	config_errors_clear(&errors);
+	config_free(cfg);
+
+	/* "1.1.1.1,..." fits in a file line but grows to "1.1.1.1, ..." when normalised */
+	strcpy(bind, "1.1.1.1");
+	while (strlen(bind) < 180)
+		strcat(bind, ",1.1.1.1");
+	snprintf(text, sizeof(text), "[echo]\nbind = %s\n", bind);
+	cfg = load(text, &errors);
+	ck_assert_uint_eq(errors.count, 1);
+	ck_assert_ptr_nonnull(strstr(errors.messages[0], "t.ini:2: [echo] bind: value too long"));
+	config_errors_clear(&errors);
+	config_free(cfg);
+}
+END_TEST
+
 START_TEST(test_list_split)
 {
 	char **items;
@@ -457,6 +488,7 @@ config_suite(void)
 	tcase_add_test(tc, test_validate);
 	tcase_add_test(tc, test_list_split);
 	tcase_add_test(tc, test_restart_changes);
+	tcase_add_test(tc, test_value_fits_dump);
 	suite_add_tcase(s, tc);
 	return s;
 }
