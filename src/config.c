@@ -357,7 +357,8 @@ parse_size(const char *value, unsigned long min, unsigned long max, unsigned *ou
 	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
 		if (strcasecmp(value + ndigits, units[i].suffix) != 0)
 			continue;
-		if (ndigits > 12 || n * units[i].factor < min || n * units[i].factor > max) {
+		/* compare before multiplying: n * factor could wrap around */
+		if (ndigits > 12 || n > max / units[i].factor || n * units[i].factor < min) {
 			snprintf(why, whylen, "%s is out of range (%lu..%lu bytes)", value, min, max);
 			return false;
 		}
@@ -645,6 +646,13 @@ apply_setting(struct config *cfg, const char *where, const char *section, const 
 		}
 		set_on_line[index] = line;
 	}
+	for (const char *p = value; *p != '\0'; p++)
+		if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f) {
+			/* a newline in a -o value would let -T write lines of its own */
+			config_errors_add(errors, "%s: [%s] %s: control characters are not allowed",
+			                  where, section, name);
+			return 1;
+		}
 	format_value(key, cfg, previous, sizeof(previous));
 	if (!parse_value(key, value, cfg, why, sizeof(why))) {
 		config_errors_add(errors, "%s: [%s] %s: %s", where, section, name, why);

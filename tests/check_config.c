@@ -152,6 +152,7 @@ static const struct {
 	{"chat.max_output=2g", false, NULL, "out of range (4096..1073741824 bytes)"},
 	{"chat.max_output=4095", false, NULL, "out of range"},
 	{"chat.max_output=10Q", false, NULL, "\"10Q\" is not a size"},
+	{"chat.max_output=17179869185G", false, NULL, "out of range"},
 	{"chat.max_output=M", false, NULL, "is not a size"},
 	{"chat.rate=0", true, "rate = 0", NULL},
 	{"chat.burst=0", false, NULL, "out of range (1..100000)"},
@@ -438,6 +439,9 @@ START_TEST(test_value_fits_dump)
 	config_errors_init(&errors);
 	ck_assert_int_eq(config_set(cfg, target, &errors), 1);
 	ck_assert_ptr_nonnull(strstr(errors.messages[0], "[log] target: value too long"));
+	config_errors_clear(&errors);
+	ck_assert_int_eq(config_set(cfg, "chat.motd=hi\n[echo]\nport=7008", &errors), 1);
+	ck_assert_ptr_nonnull(strstr(errors.messages[0], "[chat] motd: control characters are not allowed"));
 	config_errors_clear(&errors);
 	/* in a file, "motd = ;x" is an empty value and a comment; -o cannot set what -T
 	 * would write that way */

@@ -7,7 +7,8 @@
  *   2. config_set() for up to MAX_OVERRIDES lines of the input that look like -o
  *      overrides: a line containing '.' and '=' (after leading blanks and one ';' or '#'
  *      comment prefix are skipped, so "; chat.motd=hi" is a comment for the INI loader
- *      and the override "chat.motd=hi" here);
+ *      and the override "chat.motd=hi" here); a NUL byte in such a line stands for a
+ *      newline, which an -o argument can hold;
  *   3. config_validate().
  *
  * Properties checked (abort() when one does not hold):
@@ -100,9 +101,13 @@ apply_overrides(struct config *cfg, char *text, size_t len)
 		char *nl = memchr(line, '\n', (size_t)(end - line));
 		char *assignment;
 
-		if (nl != NULL)
-			*nl = '\0';
-		/* A NUL inside the line ends the C string there, as it would in argv. */
+		if (nl == NULL)
+			nl = end; /* the copy is NUL-terminated there */
+		*nl = '\0';
+		/* argv cannot hold a NUL but can hold a newline: a NUL stands for one. */
+		for (char *p = line; p < nl; p++)
+			if (*p == '\0')
+				*p = '\n';
 		if (override_of(line, &assignment)) {
 			struct config_errors errors;
 			size_t after_len;
@@ -125,8 +130,6 @@ apply_overrides(struct config *cfg, char *text, size_t len)
 			cur_len = after_len;
 			config_errors_clear(&errors);
 		}
-		if (nl == NULL)
-			break;
 		line = nl + 1;
 	}
 	free(cur);
