@@ -15,11 +15,20 @@
 #include "command.h"
 #include "config.h"
 #include "line.h"
+#include "metrics.h"
 #include "server.h"
 #include "service.h"
 
 /* Broadcast lines are written once into blocks of this size and shared by reference. */
 #define CHAT_BLOCK_SIZE ((size_t)64 * 1024)
+/*
+ * A delivery this long or longer is added to receivers' buffers by reference; a
+ * shorter one is copied. A reference costs libevent a chain of its own (about 100
+ * bytes) in every receiver's buffer, more than a short line's bytes, and a copy
+ * usually lands in the free tail of the last chain: 2,000 people joining one room
+ * would otherwise queue millions of tiny chains.
+ */
+#define CHAT_REFERENCE_MIN 512
 /* Kernel send buffer of a chat socket (Linux doubles it): what a receiver that does
  * not read can hold in the kernel, on top of max_output in ours. */
 #define CHAT_SOCKET_SNDBUF (64 * 1024)
@@ -77,6 +86,7 @@ static struct {
 	size_t pending_start;
 	struct chat_room *pending_room;
 	struct chat_user *pending_except;
+	unsigned pending_lines; /* lines in the pending range, for the metrics */
 	struct chat_user *drops; /* slow consumers to disconnect once delivery is over */
 	bool flushing;
 	/* scratch space for formatting and cleaning */
@@ -195,13 +205,16 @@ chat_fits(struct chat_user *u)
 	return true;
 }
 
-/* Send raw bytes to one user, after every broadcast queued before them. */
+/* Send raw bytes to one user, after every broadcast queued before them; count them as
+ * lines delivered unless they are a telnet reply. */
 static void
-chat_send_raw(struct chat_user *u, const char *data, size_t len)
+chat_send_raw(struct chat_user *u, const char *data, size_t len, unsigned lines)
 {
 	chat_deliver_pending();
-	if (chat_fits(u))
-		client_send(u->client, data, len);
+	if (!chat_fits(u))
+		return;
+	client_send(u->client, data, len);
+	metrics.chat_lines_delivered += lines;
 }
 
 static void chat_send(struct chat_user *u, const char *fmt, ...)
@@ -218,7 +231,7 @@ chat_send(struct chat_user *u, const char *fmt, ...)
 	va_start(ap, fmt);
 	n = chat_vformat(fmt, ap);
 	va_end(ap);
-	chat_send_raw(u, chat.scratch, n);
+	chat_send_raw(u, chat.scratch, n, 1);
 }
 
 /* Let go of one reference to a block; the last one frees it. */
@@ -248,11 +261,17 @@ chat_deliver_pending(void)
 	TAILQ_FOREACH(m, &room->members, room_entry) {
 		if (m == chat.pending_except || !chat_fits(m))
 			continue;
-		block->refs++;
-		client_send_reference(m->client, block->data + chat.pending_start, len,
-		                      chat_block_release, block);
+		if (len < CHAT_REFERENCE_MIN)
+			client_send(m->client, block->data + chat.pending_start, len);
+		else {
+			block->refs++;
+			client_send_reference(m->client, block->data + chat.pending_start, len,
+			                      chat_block_release, block);
+		}
+		metrics.chat_lines_delivered += chat.pending_lines;
 	}
 	chat.pending_start = block->len;
+	chat.pending_lines = 0;
 	chat.pending_room = NULL;
 	chat.pending_except = NULL;
 }
@@ -279,9 +298,11 @@ chat_broadcast(struct chat_room *room, struct chat_user *except, const char *lin
 			chat_block_release(NULL, 0, chat.block);
 		chat.block = block;
 		chat.pending_start = 0;
+		chat.pending_lines = 0;
 	}
 	memcpy(chat.block->data + chat.block->len, line, len);
 	chat.block->len += len;
+	chat.pending_lines++;
 	chat.pending_room = room;
 	chat.pending_except = except;
 }
@@ -302,6 +323,7 @@ chat_flush(void)
 			break;
 		chat.drops = u->next_drop;
 		u->next_drop = NULL;
+		metrics.chat_slow_consumers++;
 		client_close(u->client, CLOSE_SLOW_CONSUMER, "output queue passed max_output");
 	}
 	chat.flushing = false;
@@ -434,7 +456,7 @@ chat_join(struct chat_user *u, const char *name)
 	for (unsigned i = 0; i < room->history_count; i++) {
 		unsigned slot = (room->history_next + room->history_cap - room->history_count + i) %
 		                room->history_cap;
-		chat_send_raw(u, room->history[slot], strlen(room->history[slot]));
+		chat_send_raw(u, room->history[slot], strlen(room->history[slot]), 1);
 	}
 }
 
@@ -669,7 +691,7 @@ chat_refuse_option(struct chat_user *u, uint8_t command, uint8_t option)
 	if (u->telnet_answered[which][option / 8] & (1u << (option % 8)))
 		return;
 	u->telnet_answered[which][option / 8] |= (uint8_t)(1u << (option % 8));
-	chat_send_raw(u, (const char *)reply, sizeof(reply));
+	chat_send_raw(u, (const char *)reply, sizeof(reply), 0);
 }
 
 static void chat_on_rate_timer(evutil_socket_t, short, void *);
@@ -715,6 +737,7 @@ chat_process_input(struct chat_user *u)
 		evbuffer_drain(in, used);
 		switch (ev.type) {
 		case LINE_COMPLETE:
+			metrics.chat_lines_received++;
 			bucket_spend(&u->bucket, cs->rate);
 			chat_handle_line(u, ev.data, ev.len);
 			break;
@@ -904,6 +927,33 @@ chat_on_close(struct client *c)
 		chat.scratch = chat.clean = NULL;
 		chat.scratch_len = chat.clean_len = 0;
 	}
+}
+
+/* How many users are in a room now. */
+unsigned
+chat_member_count(void)
+{
+	const struct chat_room *room;
+	unsigned n = 0;
+
+	if (!chat.initialised)
+		return 0;
+	TAILQ_FOREACH(room, &chat.rooms, entry)
+		n += room->member_count;
+	return n;
+}
+
+/* The nick and room of a chat client, for /clients; false if it has none. */
+bool
+chat_client_info(const struct client *c, const char **nick, const char **room)
+{
+	const struct chat_user *u = c->service_data;
+
+	if (u == NULL)
+		return false;
+	*nick = u->nick;
+	*room = u->room != NULL ? u->room->name : NULL;
+	return true;
 }
 
 /* How many rooms exist now. */

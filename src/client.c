@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "metrics.h"
 #include "server.h"
 
 static void client_on_read(struct bufferevent *, void *);
@@ -86,6 +87,16 @@ client_count_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, vo
 	struct client *c = arg;
 
 	c->bytes_in += info->n_added;
+	metrics.service[c->service->id].bytes_received += info->n_added;
+}
+
+/* Count what leaves the output buffer: written to the socket. */
+static void
+client_count_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	const struct client *c = arg;
+
+	metrics.service[c->service->id].bytes_sent += info->n_deleted;
 }
 
 /* Take an accepted socket into service; on failure the socket is closed. */
@@ -125,6 +136,7 @@ client_create(struct server *s, const struct service *svc, evutil_socket_t fd,
 	}
 	bufferevent_setcb(c->bev, client_on_read, client_on_write, client_on_event, c);
 	evbuffer_add_cb(bufferevent_get_input(c->bev), client_count_input, c);
+	evbuffer_add_cb(bufferevent_get_output(c->bev), client_count_output, c);
 	client_apply_idle_timeout(c, sc->idle_timeout);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	server_client_added(s, c);
@@ -233,6 +245,7 @@ client_read_pending(struct client *c, struct evbuffer *into)
 		total += (size_t)n;
 	}
 	c->bytes_in += total;
+	metrics.service[c->service->id].bytes_received += total;
 	return total;
 }
 
@@ -416,6 +429,8 @@ client_close(struct client *c, enum close_reason reason, const char *detail)
 		          seconds_since(&c->started));
 	if (c->service->on_close != NULL)
 		c->service->on_close(c);
+	/* what is dropped unsent must not count as sent */
+	evbuffer_remove_cb(bufferevent_get_output(c->bev), client_count_output, c);
 	bufferevent_free(c->bev);
 	c->bev = NULL;
 	server_client_removed(c->server, c);

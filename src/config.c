@@ -82,6 +82,9 @@ static const struct config_key config_keys[] = {
 	KEY("chat", "max_output", KEY_SIZE, 4096, 1073741824, chat_settings.max_output, "1048576"),
 	KEY("chat", "rate", KEY_UINT, 0, 100000, chat_settings.rate, "5"),
 	KEY("chat", "burst", KEY_UINT, 1, 100000, chat_settings.burst, "20"),
+	KEY("metrics", "enabled", KEY_BOOL, 0, 1, metrics_enabled, "no"),
+	KEY("metrics", "bind", KEY_BIND, 0, 0, metrics_bind, "127.0.0.1"),
+	KEY("metrics", "port", KEY_UINT, 0, 65535, metrics_port, "9707"),
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))

@@ -52,6 +52,10 @@ struct config {
 	struct service_config echo;
 	struct service_config chat;
 	struct chat_settings chat_settings;
+	/* [metrics] */
+	bool metrics_enabled;
+	char *metrics_bind;
+	unsigned metrics_port;
 };
 
 /* Error messages gathered while loading: every error, not only the first. */

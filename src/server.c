@@ -16,6 +16,8 @@
 
 #include "chat.h"
 #include "config.h"
+#include "http.h"
+#include "metrics.h"
 #include "notify.h"
 
 /* Descriptors kept free for listeners, the log, libevent's own and a spare. */
@@ -23,7 +25,7 @@
 /* How long a listener rests after accept() ran out of descriptors. */
 #define ACCEPT_RETRY_MS 250
 
-static const int handled_signals[] = {SIGTERM, SIGINT, SIGHUP};
+static const int handled_signals[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
 
 /* Return the name of a signal we handle. */
 static const char *
@@ -36,6 +38,8 @@ signal_name(int signo)
 		return "SIGINT";
 	case SIGHUP:
 		return "SIGHUP";
+	case SIGUSR1:
+		return "SIGUSR1";
 	default:
 		return "signal";
 	}
@@ -424,6 +428,7 @@ server_on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr
 			log_info("%s: %s refused: address not allowed%s", l->service->name,
 			         addr_format(sa, peer, sizeof(peer)),
 			         suppressed_note(suppressed, note, sizeof(note)));
+		metrics.service[l->service->id].refused[REFUSE_DENIED]++;
 		close(fd);
 		return;
 	}
@@ -438,6 +443,7 @@ server_on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr
 			          l->service->name, addr_format(sa, peer, sizeof(peer)),
 			          s->config->max_clients_per_address,
 			          suppressed_note(suppressed, note, sizeof(note)));
+		metrics.service[l->service->id].refused[REFUSE_PER_ADDRESS]++;
 		close(fd);
 		return;
 	}
@@ -446,6 +452,7 @@ server_on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr
 			log_warnx("%s: %s refused: max_clients (%u) reached%s", l->service->name,
 			          addr_format(sa, peer, sizeof(peer)), s->max_clients,
 			          suppressed_note(suppressed, note, sizeof(note)));
+		metrics.service[l->service->id].refused[REFUSE_MAX_CLIENTS]++;
 		close(fd);
 		return;
 	}
@@ -466,8 +473,10 @@ server_shed_one(struct server *s, struct listener *l)
 		return;
 	close(s->spare_fd);
 	fd = accept(l->fd, NULL, NULL);
-	if (fd != -1)
+	if (fd != -1) {
+		metrics.service[l->service->id].refused[REFUSE_FD_EXHAUSTED]++;
 		close(fd);
+	}
 	s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
@@ -493,6 +502,7 @@ void
 server_client_added(struct server *s, struct client *c)
 {
 	c->id = ++s->next_client_id;
+	metrics.service[c->service->id].accepted++;
 	if (c->has_ip)
 		addr_counter_add(s->per_address, &c->ip, 1);
 	TAILQ_INSERT_TAIL(&s->clients, c, entry);
@@ -506,6 +516,7 @@ server_client_removed(struct server *s, struct client *c)
 {
 	TAILQ_REMOVE(&s->clients, c, entry);
 	TAILQ_INSERT_TAIL(&s->closed, c, entry);
+	metrics.service[c->service->id].closed[metrics_closed_label(c->reason)]++;
 	if (c->has_ip)
 		addr_counter_add(s->per_address, &c->ip, -1);
 	s->client_count--;
@@ -606,6 +617,7 @@ server_reload(struct server *s)
 			log_error("%s", errors.messages[i]);
 		log_error("reload failed, keeping the old configuration (%zu error%s)", errors.count,
 		          errors.count == 1 ? "" : "s");
+		metrics.reloads_failed++;
 		config_errors_clear(&errors);
 		notify_ready();
 		return;
@@ -615,6 +627,7 @@ server_reload(struct server *s)
 	if (log_open(&ls, err, sizeof(err)) == -1) {
 		log_error("%s", err);
 		log_error("reload failed, keeping the old configuration (1 error)");
+		metrics.reloads_failed++;
 		config_free(cfg);
 		notify_ready();
 		return;
@@ -628,6 +641,9 @@ server_reload(struct server *s)
 	config_free(old);
 	server_apply_limits(s);
 	server_apply_acls(s);
+	metrics.reloads_ok++;
+	if (http_apply(s) == -1)
+		log_error("metrics: the endpoint could not be opened");
 	if (server_apply_listeners(s) > 0)
 		log_error("configuration reloaded, but some listeners could not be opened");
 	else
@@ -648,6 +664,9 @@ server_on_signal(evutil_socket_t signo, short what, void *arg)
 	case SIGHUP:
 		if (!s->shutting_down)
 			server_reload(s);
+		break;
+	case SIGUSR1:
+		metrics_log_summary(s);
 		break;
 	default:
 		break;
@@ -692,6 +711,7 @@ server_create(struct config *cfg, const char *config_path, char *const *override
 	s->per_address_log.interval = 10;
 	s->acl_log.interval = 10;
 	s->per_address = addr_counter_new();
+	metrics.start_time = time(NULL);
 	s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (s->per_address == NULL || s->spare_fd == -1)
 		fatal("cannot set up the server");
@@ -722,7 +742,7 @@ server_start(struct server *s)
 	server_apply_limits(s);
 	server_adopt_inherited(s);
 	server_apply_acls(s);
-	if (server_apply_listeners(s) > 0)
+	if (server_apply_listeners(s) > 0 || http_apply(s) == -1)
 		return -1;
 	if (notify_enabled()) {
 		server_on_status_timer(-1, 0, s);
@@ -763,6 +783,7 @@ server_free(struct server *s)
 	event_free(s->shutdown_timer);
 	event_free(s->accept_retry_timer);
 	event_free(s->status_timer);
+	http_stop(s);
 	notify_watchdog_stop();
 	event_base_free(s->base);
 	addr_acl_free(&s->allow);
