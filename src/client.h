@@ -79,6 +79,9 @@ void client_send_reference(struct client *c, const void *data, size_t len,
                            void (*release)(const void *data, size_t len, void *arg), void *arg);
 void client_pause_reading(struct client *c, unsigned why);
 void client_resume_reading(struct client *c, unsigned why);
+/* The most one read(2) asks for when the daemon reads past libevent's 4 KiB. */
+#define CLIENT_READ_CHUNK ((size_t)64 * 1024)
+size_t client_read_more(struct client *c, struct evbuffer *into, size_t limit);
 size_t client_read_pending(struct client *c, struct evbuffer *into);
 void client_finish(struct client *c, enum close_reason reason, const char *detail);
 void client_close(struct client *c, enum close_reason reason, const char *detail);

@@ -2,14 +2,27 @@
 #include "echo.h"
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 
 #include "client.h"
 
-/* Send everything read back, moving the buffer's chains instead of copying bytes. */
+/*
+ * Send everything read back, moving the buffer's chains instead of copying bytes; then
+ * read what else the socket holds straight into the output (up to the high mark), so a
+ * bulk transfer is not paced by libevent's 4 KiB per wake-up.
+ */
 static void
 echo_on_read(struct client *c)
 {
+	size_t got = evbuffer_get_length(client_input(c)), pending;
+
 	client_send_buffer(c, client_input(c));
+	pending = client_output_length(c);
+	/* libevent read less than its 4 KiB cap: the socket is empty, save the syscall */
+	if (got >= ECHO_LIBEVENT_READ && pending < ECHO_HIGH_WATER) {
+		struct evbuffer *out = bufferevent_get_output(c->bev);
+		c->bytes_queued += client_read_more(c, out, ECHO_HIGH_WATER - pending);
+	}
 }
 
 /* Before a shutdown's FIN: echo also what the kernel already received from the peer. */
