@@ -434,19 +434,25 @@ def test_journal_stream_format():
         proc = subprocess.Popen(command(args), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=wfd, env=env)
         os.close(wfd)
-        f = os.fdopen(rfd, "r", errors="replace")
+        f = os.fdopen(rfd, "rb", buffering=0)
         lines = []
         try:
             import select
             deadline = time.monotonic() + T(20)
             port = None
+            pending = b""
+            # raw reads: a buffered readline could hold lines select() no longer sees
             while port is None and time.monotonic() < deadline:
                 r, _, _ = select.select([f], [], [], 0.5)
-                if r:
-                    line = f.readline()
-                    if not line:
-                        break
-                    lines.append(line.rstrip("\n"))
+                if not r:
+                    continue
+                chunk = os.read(rfd, 65536)
+                if not chunk:
+                    break
+                pending += chunk
+                while b"\n" in pending:
+                    raw, pending = pending.split(b"\n", 1)
+                    lines.append(raw.decode("utf-8", "replace"))
                     m = re.search(r"echo: listening on 127\.0\.0\.1:(\d+)$", lines[-1])
                     if m:
                         port = int(m.group(1))
@@ -458,7 +464,8 @@ def test_journal_stream_format():
                 c.close()
             proc.terminate()
             proc.wait(T(20))
-            lines += [l.rstrip("\n") for l in f.readlines()]
+            rest = pending + f.read()
+            lines += [l for l in rest.decode("utf-8", "replace").split("\n") if l]
         finally:
             if proc.poll() is None:
                 proc.kill()
