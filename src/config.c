@@ -432,6 +432,18 @@ set_string(char **slot, char *value)
 	*slot = value;
 }
 
+/* Store a copy of an already validated string value. */
+static bool
+store_copy(struct config *cfg, const struct config_key *key, const char *value)
+{
+	char *copy = strdup(value);
+
+	if (copy == NULL)
+		fatal("strdup");
+	set_string(SLOT(cfg, key, char *), copy);
+	return true;
+}
+
 /* Parse value into the key's slot; on failure say why and leave the slot alone. */
 static bool
 parse_value(const struct config_key *key, const char *value, struct config *cfg, char *why,
@@ -463,11 +475,7 @@ parse_value(const struct config_key *key, const char *value, struct config *cfg,
 	case KEY_SIZE:
 		return parse_size(value, key->min, key->max, SLOT(cfg, key, unsigned), why, whylen);
 	case KEY_TEXT:
-		copy = strdup(value);
-		if (copy == NULL)
-			fatal("strdup");
-		set_string(SLOT(cfg, key, char *), copy);
-		return true;
+		return store_copy(cfg, key, value);
 	case KEY_MOTD_FILE: {
 		char *text = NULL;
 		if (value[0] != '\0' && value[0] != '/') {
@@ -477,12 +485,8 @@ parse_value(const struct config_key *key, const char *value, struct config *cfg,
 		}
 		if (value[0] != '\0' && !read_motd_file(value, &text, why, whylen))
 			return false;
-		copy = strdup(value);
-		if (copy == NULL)
-			fatal("strdup");
-		set_string(SLOT(cfg, key, char *), copy);
 		set_string(&cfg->chat_settings.motd_loaded, text);
-		return true;
+		return store_copy(cfg, key, value);
 	}
 	case KEY_ROOM:
 		copy = malloc(strlen(value) + 2);
@@ -503,11 +507,7 @@ parse_value(const struct config_key *key, const char *value, struct config *cfg,
 			         quote(value, qbuf, sizeof(qbuf)));
 			return false;
 		}
-		copy = strdup(value);
-		if (copy == NULL)
-			fatal("strdup");
-		set_string(SLOT(cfg, key, char *), copy);
-		return true;
+		return store_copy(cfg, key, value);
 	case KEY_NAME:
 		if (!valid_account_name(value)) {
 			snprintf(why, whylen,
@@ -515,21 +515,13 @@ parse_value(const struct config_key *key, const char *value, struct config *cfg,
 			         quote(value, qbuf, sizeof(qbuf)));
 			return false;
 		}
-		copy = strdup(value);
-		if (copy == NULL)
-			fatal("strdup");
-		set_string(SLOT(cfg, key, char *), copy);
-		return true;
+		return store_copy(cfg, key, value);
 	case KEY_ACL: {
 		struct addr_acl acl;
 		if (addr_acl_parse(value, &acl, why, whylen) == -1)
 			return false;
 		addr_acl_free(&acl);
-		copy = strdup(value);
-		if (copy == NULL)
-			fatal("strdup");
-		set_string(SLOT(cfg, key, char *), copy);
-		return true;
+		return store_copy(cfg, key, value);
 	}
 	case KEY_LOG_TARGET:
 		if (strcmp(value, "stderr") != 0 && strcmp(value, "syslog") != 0 && value[0] != '/') {
@@ -537,11 +529,7 @@ parse_value(const struct config_key *key, const char *value, struct config *cfg,
 			         quote(value, qbuf, sizeof(qbuf)));
 			return false;
 		}
-		copy = strdup(value);
-		if (copy == NULL)
-			fatal("strdup");
-		set_string(SLOT(cfg, key, char *), copy);
-		return true;
+		return store_copy(cfg, key, value);
 	}
 	return false;
 }
