@@ -69,16 +69,35 @@ client_set_keepalive(evutil_socket_t fd, unsigned idle)
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
 }
 
+/*
+ * A timeout every client shares, as a libevent common timeout: the bufferevent re-arms
+ * its timeout on every read and write, and a common timeout re-arms by moving the event
+ * to the tail of one list instead of sifting the min-heap (10 % of the instructions of
+ * small-message echo went to that). libevent keeps up to 256 of them per base; past
+ * that (many reloads with new values) the plain timeval still works.
+ */
+static const struct timeval *
+client_common_timeout(struct client *c, unsigned seconds)
+{
+	static struct timeval plain;
+	const struct timeval *common;
+
+	plain.tv_sec = (time_t)seconds;
+	plain.tv_usec = 0;
+	common = event_base_init_common_timeout(c->server->base, &plain);
+	return common != NULL ? common : &plain;
+}
+
 /* Close clients silent for this long (0: never); also clients that stop reading. */
 void
 client_apply_idle_timeout(struct client *c, unsigned seconds)
 {
-	struct timeval tv = {(time_t)seconds, 0};
-
 	if (seconds == 0)
 		bufferevent_set_timeouts(c->bev, NULL, NULL);
-	else
-		bufferevent_set_timeouts(c->bev, &tv, &tv);
+	else {
+		const struct timeval *tv = client_common_timeout(c, seconds);
+		bufferevent_set_timeouts(c->bev, tv, tv);
+	}
 }
 
 /* Count what arrives in the input buffer, however it was read. */
@@ -117,9 +136,6 @@ client_create(struct server *s, const struct service *svc, evutil_socket_t fd,
 	c->server = s;
 	c->service = svc;
 	c->fd = fd;
-	if (salen > sizeof(c->peer_addr))
-		salen = sizeof(c->peer_addr);
-	memcpy(&c->peer_addr, sa, salen);
 	c->has_ip = addr_ip_from_sockaddr(sa, &c->ip);
 	addr_format(sa, c->peer, sizeof(c->peer));
 	clock_gettime(CLOCK_MONOTONIC, &c->started);
@@ -159,6 +175,31 @@ client_output_length(const struct client *c)
 	return evbuffer_get_length(bufferevent_get_output(c->bev));
 }
 
+/*
+ * Whether bytes may go straight to the socket: only when nothing is queued before them
+ * (order) and FIN is not sent. Writing at once saves arming and disarming the write
+ * event (two epoll_ctl calls and a loop turn per message); what the kernel does not
+ * take is queued as usual, and a socket error is left for the bufferevent to report.
+ */
+static bool
+client_may_write_now(const struct client *c)
+{
+	return !(c->flags & CLIENT_FIN_SENT) && client_output_length(c) == 0;
+}
+
+/*
+ * A direct write failed: keep the first real error (say ECONNRESET) for the close log,
+ * since libevent's own later write only sees the EPIPE that follows it.
+ */
+static void
+client_note_write_error(struct client *c)
+{
+	int err = errno;
+
+	if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR && c->socket_error == 0)
+		c->socket_error = err;
+}
+
 /* Queue the whole of buf for the client, moving its chains rather than copying bytes. */
 void
 client_send_buffer(struct client *c, struct evbuffer *buf)
@@ -168,6 +209,13 @@ client_send_buffer(struct client *c, struct evbuffer *buf)
 	if (len == 0 || (c->flags & CLIENT_CLOSED))
 		return;
 	c->bytes_queued += len;
+	if (client_may_write_now(c)) {
+		int written = evbuffer_write(buf, c->fd);
+		if (written > 0)
+			metrics.service[c->service->id].bytes_sent += (uint64_t)written;
+		else
+			client_note_write_error(c);
+	}
 	evbuffer_add_buffer(bufferevent_get_output(c->bev), buf);
 }
 
@@ -178,7 +226,17 @@ client_send(struct client *c, const void *data, size_t len)
 	if (len == 0 || (c->flags & CLIENT_CLOSED))
 		return;
 	c->bytes_queued += len;
-	bufferevent_write(c->bev, data, len);
+	if (client_may_write_now(c)) {
+		ssize_t written = send(c->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (written > 0) {
+			metrics.service[c->service->id].bytes_sent += (uint64_t)written;
+			data = (const char *)data + written;
+			len -= (size_t)written;
+		} else
+			client_note_write_error(c);
+	}
+	if (len > 0)
+		bufferevent_write(c->bev, data, len);
 }
 
 /* Queue bytes owned by someone else; release(data, len, arg) runs once they are sent. */
@@ -360,8 +418,7 @@ client_on_drain_write(struct bufferevent *bev, void *arg)
 void
 client_finish(struct client *c, enum close_reason reason, const char *detail)
 {
-	struct timeval tv = {(time_t)c->server->config->shutdown_timeout, 0};
-
+	const struct timeval *tv = client_common_timeout(c, c->server->config->shutdown_timeout);
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 
 	if (c->flags & (CLIENT_FINISHING | CLIENT_CLOSED))
@@ -376,7 +433,7 @@ client_finish(struct client *c, enum close_reason reason, const char *detail)
 	evbuffer_drain(in, evbuffer_get_length(in));
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 	bufferevent_setcb(c->bev, client_on_drain_read, client_on_drain_write, client_on_event, c);
-	bufferevent_set_timeouts(c->bev, &tv, &tv);
+	bufferevent_set_timeouts(c->bev, tv, tv);
 	bufferevent_enable(c->bev, (c->flags & CLIENT_PEER_EOF) ? EV_WRITE : EV_READ | EV_WRITE);
 	if (client_output_length(c) == 0)
 		client_send_fin(c);
@@ -412,7 +469,8 @@ client_on_event(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (what & BEV_EVENT_ERROR) {
-		c->socket_error = EVUTIL_SOCKET_ERROR();
+		if (c->socket_error == 0)
+			c->socket_error = EVUTIL_SOCKET_ERROR();
 		client_close(c, CLOSE_ERROR,
 		             c->socket_error ? evutil_socket_error_to_string(c->socket_error) : NULL);
 		return;

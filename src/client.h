@@ -57,7 +57,6 @@ struct client {
 	unsigned flags;
 	unsigned paused;
 	char peer[64]; /* "192.0.2.1:5555" or "[2001:db8::1]:5555" */
-	struct sockaddr_storage peer_addr;
 	struct addr_ip ip;
 	bool has_ip;
 	struct timespec started;

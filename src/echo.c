@@ -7,22 +7,28 @@
 #include "client.h"
 
 /*
- * Send everything read back, moving the buffer's chains instead of copying bytes; then
- * read what else the socket holds straight into the output (up to the high mark), so a
- * bulk transfer is not paced by libevent's 4 KiB per wake-up.
+ * Send everything read back, moving the buffer's chains instead of copying bytes. When
+ * libevent's read was full (its cap is 4 KiB per wake-up), the socket likely holds more:
+ * read it in large readv calls into a batch behind what was read, then send the batch
+ * with one writev, so a bulk transfer is not paced by 4 KiB and is written in one call.
  */
 static void
 echo_on_read(struct client *c)
 {
-	size_t got = evbuffer_get_length(client_input(c)), pending;
+	struct evbuffer *input = client_input(c), *batch;
+	size_t got = evbuffer_get_length(input), pending = client_output_length(c);
 
-	client_send_buffer(c, client_input(c));
-	pending = client_output_length(c);
-	/* libevent read less than its 4 KiB cap: the socket is empty, save the syscall */
-	if (got >= ECHO_LIBEVENT_READ && pending < ECHO_HIGH_WATER) {
-		struct evbuffer *out = bufferevent_get_output(c->bev);
-		c->bytes_queued += client_read_more(c, out, ECHO_HIGH_WATER - pending);
+	/* a short read means the socket is empty: save the syscall and the batch */
+	if (got < ECHO_LIBEVENT_READ || pending + got >= ECHO_HIGH_WATER ||
+	    (batch = evbuffer_new()) == NULL) {
+		client_send_buffer(c, input);
+		return;
 	}
+	/* the input's tail is frozen outside libevent's own read: gather in the batch */
+	evbuffer_add_buffer(batch, input);
+	client_read_more(c, batch, ECHO_HIGH_WATER - pending - got);
+	client_send_buffer(c, batch);
+	evbuffer_free(batch);
 }
 
 /* Before a shutdown's FIN: echo also what the kernel already received from the peer. */
