@@ -12,6 +12,7 @@
 #include "bucket.h"
 #include "chat.h"
 #include "client.h"
+#include "cluster.h"
 #include "command.h"
 #include "config.h"
 #include "line.h"
@@ -68,6 +69,7 @@ struct chat_user {
 	struct token_bucket bucket;
 	struct event *rate_timer;
 	uint8_t telnet_answered[2][32]; /* DO and WILL options already refused */
+	char pending_nick[NICK_MAX + 1]; /* a /nick waiting for the cluster's claim */
 	bool departed;
 	bool dropping;
 	struct chat_user *next_drop;
@@ -366,8 +368,11 @@ chat_room_create(const char *name, unsigned history)
 	room->history_cap = history;
 	if (history > 0 && (room->history = calloc(history, sizeof(*room->history))) == NULL)
 		fatal("calloc");
+	if (cluster_remote_topic(name) != NULL && (room->topic = strdup(cluster_remote_topic(name))) == NULL)
+		fatal("strdup");
 	TAILQ_INSERT_TAIL(&chat.rooms, room, entry);
 	chat.room_count++;
+	cluster_room_opened(room->name);
 	return room;
 }
 
@@ -375,6 +380,7 @@ chat_room_create(const char *name, unsigned history)
 static void
 chat_room_free(struct chat_room *room)
 {
+	cluster_room_closed(room->name);
 	TAILQ_REMOVE(&chat.rooms, room, entry);
 	chat.room_count--;
 	for (unsigned i = 0; i < room->history_cap; i++)
@@ -404,26 +410,41 @@ chat_history_add(struct chat_room *room, const char *line, size_t len)
 		room->history_count++;
 }
 
-/* Send lines "PREFIX a, b, c" to u, cut near CHAT_LIST_WIDTH. */
+/* The member list being written: "* members of #room (N): a, b, c", cut near the width. */
+struct member_list {
+	struct chat_user *to;
+	const char *room;
+	char line[CHAT_LIST_WIDTH + NICK_MAX + 64];
+	size_t n;
+};
+
+static void
+member_list_add(const char *nick, void *arg)
+{
+	struct member_list *l = arg;
+
+	if (l->n > CHAT_LIST_WIDTH) {
+		chat_send(l->to, "%s", l->line);
+		l->n = (size_t)snprintf(l->line, sizeof(l->line), "* members of %s (continued):",
+		                        l->room);
+	}
+	l->n += (size_t)snprintf(l->line + l->n, sizeof(l->line) - l->n, "%s %s",
+	                         l->line[l->n - 1] == ':' ? "" : ",", nick);
+}
+
+/* Send u the members of room, here and on the other nodes of the cluster. */
 static void
 chat_send_members(struct chat_user *u, struct chat_room *room)
 {
-	char line[CHAT_LIST_WIDTH + NICK_MAX + 64];
+	struct member_list l = {.to = u, .room = room->name};
 	struct chat_user *m;
-	size_t n;
 
-	n = (size_t)snprintf(line, sizeof(line), "* members of %s (%u):", room->name,
-	                     room->member_count);
-	TAILQ_FOREACH(m, &room->members, room_entry) {
-		if (n > CHAT_LIST_WIDTH) {
-			chat_send(u, "%s", line);
-			n = (size_t)snprintf(line, sizeof(line), "* members of %s (continued):",
-			                     room->name);
-		}
-		n += (size_t)snprintf(line + n, sizeof(line) - n, "%s %s",
-		                      line[n - 1] == ':' ? "" : ",", m->nick);
-	}
-	chat_send(u, "%s", line);
+	l.n = (size_t)snprintf(l.line, sizeof(l.line), "* members of %s (%u):", room->name,
+	                       room->member_count + cluster_remote_count(room->name));
+	TAILQ_FOREACH(m, &room->members, room_entry)
+		member_list_add(m->nick, &l);
+	cluster_each_remote_member(room->name, member_list_add, &l);
+	chat_send(u, "%s", l.line);
 }
 
 /* Tell u the topic of room. */
@@ -451,6 +472,7 @@ chat_join(struct chat_user *u, const char *name)
 	u->room = room;
 	n = chat_format("* %s has joined %s", u->nick, room->name);
 	chat_broadcast(room, NULL, chat.scratch, n);
+	cluster_publish(WIRE_JOIN, u->nick, NULL, room->name, NULL);
 	chat_send_topic(u, room);
 	chat_send_members(u, room);
 	for (unsigned i = 0; i < room->history_count; i++) {
@@ -488,34 +510,76 @@ chat_depart(struct chat_user *u, const char *reason)
 	if (u->departed)
 		return;
 	u->departed = true;
-	if (!u->client->server->shutting_down)
+	if (!u->client->server->shutting_down) {
 		n = reason != NULL && reason[0] != '\0'
 		        ? chat_format("* %s has quit (%s)", u->nick, reason)
 		        : chat_format("* %s has quit", u->nick);
+		if (u->room != NULL)
+			cluster_publish(WIRE_QUIT, u->nick, NULL, u->room->name, reason);
+		cluster_release_nick(u->nick);
+	}
 	chat_leave(u, n > 0 ? chat.scratch : NULL, n);
+}
+
+/* u is now known as nick: the room here and on every node hears it. */
+static void
+chat_apply_nick(struct chat_user *u, const char *nick)
+{
+	char old[NICK_MAX + 1];
+	size_t n;
+
+	snprintf(old, sizeof(old), "%s", u->nick);
+	snprintf(u->nick, sizeof(u->nick), "%.*s", NICK_MAX, nick);
+	n = chat_format("* %s is now known as %s", old, u->nick);
+	chat_broadcast(u->room, NULL, chat.scratch, n);
+	cluster_publish(WIRE_NICK, old, u->nick, u->room->name, NULL);
+	if (strcasecmp(old, u->nick) != 0)
+		cluster_release_nick(old);
+	log_debug("chat: #%llu %s is now known as %s", (unsigned long long)u->client->id, old,
+	          u->nick);
+}
+
+/* Tell whether nick is taken by someone but u, here or (as far as known) elsewhere. */
+static bool
+chat_nick_taken(const struct chat_user *u, const char *nick)
+{
+	const struct chat_user *other = chat_find_user(nick);
+
+	return (other != NULL && other != u) || cluster_nick_remote(nick);
 }
 
 static void
 chat_cmd_nick(struct chat_user *u, const char *nick)
 {
-	struct chat_user *other = chat_find_user(nick);
-	char old[NICK_MAX + 1];
-	size_t n;
-
 	if (strcmp(u->nick, nick) == 0) {
 		chat_send(u, "! you are already %s", nick);
 		return;
 	}
-	if (other != NULL && other != u) {
+	if (u->pending_nick[0] != '\0') {
+		chat_send(u, "! wait: your change to %s is not confirmed yet", u->pending_nick);
+		return;
+	}
+	if (chat_nick_taken(u, nick)) {
 		chat_send(u, "! the nick %s is taken", nick);
 		return;
 	}
-	snprintf(old, sizeof(old), "%s", u->nick);
-	snprintf(u->nick, sizeof(u->nick), "%.*s", NICK_MAX, nick);
-	n = chat_format("* %s is now known as %s", old, u->nick);
-	chat_broadcast(u->room, NULL, chat.scratch, n);
-	log_debug("chat: #%llu %s is now known as %s", (unsigned long long)u->client->id, old,
-	          u->nick);
+	/* a case change of one's own nick needs no claim: the claim is case-insensitive */
+	if (strcasecmp(u->nick, nick) != 0 && cluster_claim_nick(u->client->id, nick)) {
+		snprintf(u->pending_nick, sizeof(u->pending_nick), "%.*s", NICK_MAX, nick);
+		return; /* chat_cluster_nick_result finishes it */
+	}
+	chat_apply_nick(u, nick);
+}
+
+/* Give u a fresh guestN nick (unused here and, as far as known, elsewhere). */
+static void
+chat_pick_guest_nick(struct chat_user *u, char *out, size_t len)
+{
+	if (chat.guest_counter < cluster_guest_base())
+		chat.guest_counter = cluster_guest_base();
+	do
+		snprintf(out, len, "guest%lu", ++chat.guest_counter);
+	while (chat_nick_taken(u, out));
 }
 
 static void
@@ -529,22 +593,53 @@ chat_cmd_join(struct chat_user *u, const char *name)
 	}
 	n = chat_format("* %s has left %s", u->nick, u->room->name);
 	chat_broadcast(u->room, NULL, chat.scratch, n);
+	cluster_publish(WIRE_PART, u->nick, NULL, u->room->name, NULL);
 	chat_leave(u, NULL, 0);
 	chat_join(u, name);
+}
+
+/* The rooms of /rooms that only other nodes hold: counted, then listed. */
+struct remote_rooms {
+	struct chat_user *to;
+	unsigned count;
+	bool list;
+};
+
+static void
+remote_room_visit(const char *name, unsigned count, const char *topic, void *arg)
+{
+	struct remote_rooms *r = arg;
+
+	if (chat_find_room(name) != NULL)
+		return; /* listed with the local rooms */
+	r->count++;
+	if (!r->list)
+		return;
+	if (topic != NULL)
+		chat_send(r->to, "* %s (%u): %s", name, count, topic);
+	else
+		chat_send(r->to, "* %s (%u)", name, count);
 }
 
 static void
 chat_cmd_rooms(struct chat_user *u)
 {
+	struct remote_rooms remote = {.to = u};
 	struct chat_room *room;
+	unsigned total;
 
-	chat_send(u, "* %u room%s:", chat.room_count, chat.room_count == 1 ? "" : "s");
+	cluster_each_remote_room(remote_room_visit, &remote);
+	total = chat.room_count + remote.count;
+	chat_send(u, "* %u room%s:", total, total == 1 ? "" : "s");
 	TAILQ_FOREACH(room, &chat.rooms, entry) {
+		unsigned members = room->member_count + cluster_remote_count(room->name);
 		if (room->topic != NULL)
-			chat_send(u, "* %s (%u): %s", room->name, room->member_count, room->topic);
+			chat_send(u, "* %s (%u): %s", room->name, members, room->topic);
 		else
-			chat_send(u, "* %s (%u)", room->name, room->member_count);
+			chat_send(u, "* %s (%u)", room->name, members);
 	}
+	remote.list = true;
+	cluster_each_remote_room(remote_room_visit, &remote);
 }
 
 static void
@@ -553,7 +648,8 @@ chat_cmd_msg(struct chat_user *u, const char *nick, const char *text)
 	struct chat_user *to = chat_find_user(nick);
 
 	if (to == NULL) {
-		chat_send(u, "! no such nick: %s", nick);
+		if (!cluster_send_pm(u->nick, nick, text))
+			chat_send(u, "! no such nick: %s", nick);
 		return;
 	}
 	chat_send(to, "*%s* %s", u->nick, text);
@@ -576,6 +672,7 @@ chat_cmd_topic(struct chat_user *u, const char *text)
 	room->topic = copy;
 	n = chat_format("* %s set the topic of %s: %s", u->nick, room->name, text);
 	chat_broadcast(room, NULL, chat.scratch, n);
+	cluster_publish(WIRE_TOPIC, u->nick, NULL, room->name, text);
 }
 
 static void
@@ -617,6 +714,7 @@ chat_say(struct chat_user *u, bool action, const char *text)
 
 	chat_broadcast(u->room, u, chat.scratch, n);
 	chat_history_add(u->room, chat.scratch, n);
+	cluster_publish(action ? WIRE_ME : WIRE_MSG, u->nick, NULL, u->room->name, text);
 }
 
 /* Clean one input line and act on it. */
@@ -828,9 +926,7 @@ chat_on_connect(struct client *c)
 	u->client = c;
 	c->service_data = u;
 	bucket_init(&u->bucket, cs->burst, now_ms());
-	do
-		snprintf(u->nick, sizeof(u->nick), "guest%lu", ++chat.guest_counter);
-	while (chat_find_user(u->nick) != NULL);
+	chat_pick_guest_nick(u, u->nick, sizeof(u->nick));
 	TAILQ_INSERT_TAIL(&chat.users, u, all_entry);
 	chat.user_count++;
 	chat_send(u, "* welcome to echochatd %s, %u user%s online", PACKAGE_VERSION,
@@ -838,6 +934,7 @@ chat_on_connect(struct client *c)
 	chat_send_motd(u);
 	chat_send(u, "* you are %s; type /help for the commands", u->nick);
 	chat_join(u, cs->default_room);
+	(void)cluster_claim_nick(c->id, u->nick); /* a guest nick is claimed like any */
 	chat_flush();
 }
 
@@ -961,6 +1058,177 @@ unsigned
 chat_room_count(void)
 {
 	return chat.room_count;
+}
+
+/* ---- what other nodes of the cluster did (src/cluster.c calls these) ---- */
+
+/* Find the user of a client id, or NULL once it has gone. */
+static struct chat_user *
+chat_find_client(uint64_t client_id)
+{
+	struct chat_user *u;
+
+	TAILQ_FOREACH(u, &chat.users, all_entry)
+		if (!u->departed && u->client->id == client_id)
+			return u;
+	return NULL;
+}
+
+/* Show a remote event to the local members of its room (m NULL: just deliver). */
+void
+chat_cluster_event(const struct wire_msg *m)
+{
+	struct chat_room *room;
+	struct chat_user *to;
+	size_t n;
+
+	chat_init();
+	if (m == NULL) {
+		chat_flush();
+		return;
+	}
+	if (m->type == WIRE_PM) {
+		if ((to = chat_find_user(m->other)) != NULL)
+			chat_send(to, "*%s* %.*s", m->nick, (int)m->text_len, m->text);
+		return;
+	}
+	if ((room = chat_find_room(m->room)) == NULL)
+		return;
+	switch (m->type) {
+	case WIRE_MSG:
+	case WIRE_ME:
+		n = m->type == WIRE_ME ? chat_format("* %s %.*s", m->nick, (int)m->text_len, m->text)
+		                       : chat_format("<%s> %.*s", m->nick, (int)m->text_len, m->text);
+		chat_broadcast(room, NULL, chat.scratch, n);
+		chat_history_add(room, chat.scratch, n);
+		return;
+	case WIRE_TOPIC:
+		free(room->topic);
+		if ((room->topic = strndup(m->text, m->text_len)) == NULL)
+			fatal("strndup");
+		n = chat_format("* %s set the topic of %s: %s", m->nick, room->name, room->topic);
+		break;
+	case WIRE_JOIN:
+		n = chat_format("* %s has joined %s", m->nick, room->name);
+		break;
+	case WIRE_PART:
+		n = chat_format("* %s has left %s", m->nick, room->name);
+		break;
+	case WIRE_QUIT:
+		n = m->text_len > 0 ? chat_format("* %s has quit (%.*s)", m->nick, (int)m->text_len,
+		                                  m->text)
+		                    : chat_format("* %s has quit", m->nick);
+		break;
+	case WIRE_NICK:
+		n = chat_format("* %s is now known as %s", m->nick, m->other);
+		break;
+	case WIRE_PM:
+	case WIRE_BYE:
+	case WIRE_HB:
+	default:
+		return;
+	}
+	chat_broadcast(room, NULL, chat.scratch, n);
+}
+
+/* A user of another node is gone with its node: its room here hears it quit. */
+void
+chat_cluster_quit(const char *nick, const char *room_name, const char *reason)
+{
+	struct chat_room *room;
+	size_t n;
+
+	chat_init();
+	if ((room = chat_find_room(room_name)) == NULL)
+		return;
+	n = chat_format("* %s has quit (%s)", nick, reason);
+	chat_broadcast(room, NULL, chat.scratch, n);
+}
+
+/* The shared history of a room just opened here, oldest first: for its newcomers. */
+void
+chat_cluster_replay(const char *room_name, const struct wire_msg *m)
+{
+	struct chat_room *room;
+	size_t n;
+
+	chat_init();
+	if ((room = chat_find_room(room_name)) == NULL)
+		return;
+	n = m->type == WIRE_ME ? chat_format("* %s %.*s", m->nick, (int)m->text_len, m->text)
+	                       : chat_format("<%s> %.*s", m->nick, (int)m->text_len, m->text);
+	chat_broadcast(room, NULL, chat.scratch, n);
+	chat_history_add(room, chat.scratch, n);
+	chat_flush();
+}
+
+/* Rename u to a fresh guest nick: its own was claimed on another node meanwhile. */
+static void
+chat_fall_back_to_guest(struct chat_user *u)
+{
+	char guest[NICK_MAX + 1];
+
+	chat_send(u, "! the nick %s is in use on another server of the cluster", u->nick);
+	chat_pick_guest_nick(u, guest, sizeof(guest));
+	chat_apply_nick(u, guest);
+	(void)cluster_claim_nick(u->client->id, u->nick);
+}
+
+/* The cluster's answer to a nick claim made for a client. */
+void
+chat_cluster_nick_result(uint64_t client_id, const char *nick, bool ok)
+{
+	struct chat_user *u;
+
+	chat_init();
+	u = chat_find_client(client_id);
+	if (u == NULL) {
+		if (ok)
+			cluster_release_nick(nick); /* the client left meanwhile */
+		return;
+	}
+	if (strcmp(u->pending_nick, nick) == 0) {
+		/* a /nick: apply it unless someone here took it while the claim was out */
+		u->pending_nick[0] = '\0';
+		if (ok && chat_find_user(nick) == NULL)
+			chat_apply_nick(u, nick);
+		else {
+			if (ok)
+				cluster_release_nick(nick);
+			chat_send(u, "! the nick %s is taken", nick);
+		}
+	} else if (strcasecmp(u->nick, nick) == 0) {
+		/* the claim of a guest nick, or of a nick taken while Redis was away */
+		if (!ok)
+			chat_fall_back_to_guest(u);
+	} else if (ok)
+		cluster_release_nick(nick); /* an answer that came too late to matter */
+	chat_flush();
+}
+
+/* Every user here, with its room: for the heartbeat's roster and nick claims. */
+void
+chat_each_user(void (*fn)(uint64_t client_id, const char *nick, const char *room, void *arg),
+               void *arg)
+{
+	struct chat_user *u, *next;
+
+	chat_init();
+	TAILQ_FOREACH_SAFE(u, &chat.users, all_entry, next)
+		if (!u->departed)
+			fn(u->client->id, u->nick, u->room != NULL ? u->room->name : NULL, arg);
+}
+
+/* Every room here that has a topic. */
+void
+chat_each_topic(void (*fn)(const char *room, const char *topic, void *arg), void *arg)
+{
+	struct chat_room *room;
+
+	chat_init();
+	TAILQ_FOREACH(room, &chat.rooms, entry)
+		if (room->topic != NULL)
+			fn(room->name, room->topic, arg);
 }
 
 /* Chat output is bounded by max_output per receiver, not by pausing the sender. */

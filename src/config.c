@@ -33,6 +33,10 @@ enum key_type {
 	KEY_PATH,      /* "" or an absolute path */
 	KEY_NAME,      /* "" or a user or group name */
 	KEY_ACL,       /* "" or addresses and CIDR prefixes */
+	KEY_CLUSTER,   /* a boolean that needs the cluster support built in */
+	KEY_REDIS,     /* HOST:PORT, [V6]:PORT or an absolute unix socket path */
+	KEY_NODE,      /* "" or a node id: letters, digits, '.', '_', '-', ':' */
+	KEY_PREFIX,    /* printable, no blanks */
 };
 
 /* One row per setting: it drives defaults, parsing, validation, -o and -T. */
@@ -85,6 +89,11 @@ static const struct config_key config_keys[] = {
 	KEY("metrics", "enabled", KEY_BOOL, 0, 1, metrics_enabled, "no"),
 	KEY("metrics", "bind", KEY_BIND, 0, 0, metrics_bind, "127.0.0.1"),
 	KEY("metrics", "port", KEY_UINT, 0, 65535, metrics_port, "9707"),
+	KEY_RESTART("cluster", "enabled", KEY_CLUSTER, cluster_enabled, "no"),
+	KEY_RESTART("cluster", "redis", KEY_REDIS, cluster_redis, "127.0.0.1:6379"),
+	KEY_RESTART("cluster", "node", KEY_NODE, cluster_node, ""),
+	KEY_RESTART("cluster", "prefix", KEY_PREFIX, cluster_prefix, "echochat:"),
+	KEY("cluster", "heartbeat", KEY_UINT, 1, 3600, cluster_heartbeat, "5"),
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -255,6 +264,63 @@ valid_account_name(const char *s)
 		return false;
 	for (size_t i = 0; i < len; i++)
 		if (!isalnum((unsigned char)s[i]) && s[i] != '.' && s[i] != '_' && s[i] != '-')
+			return false;
+	return true;
+}
+
+/* Tell whether value is HOST:PORT, [IPV6]:PORT or an absolute path (a unix socket). */
+static bool
+valid_redis_address(const char *value)
+{
+	unsigned char addr[sizeof(struct in6_addr)];
+	char host[256];
+	const char *colon, *port;
+	size_t hostlen;
+	unsigned long n;
+	char *end;
+
+	if (value[0] == '/')
+		return value[1] != '\0';
+	if (value[0] == '[') {
+		const char *close = strchr(value, ']');
+		if (close == NULL || close[1] != ':')
+			return false;
+		hostlen = (size_t)(close - value - 1);
+		if (hostlen == 0 || hostlen >= sizeof(host))
+			return false;
+		memcpy(host, value + 1, hostlen);
+		host[hostlen] = '\0';
+		if (inet_pton(AF_INET6, host, addr) != 1)
+			return false;
+		port = close + 2;
+	} else {
+		colon = strrchr(value, ':');
+		if (colon == NULL || strchr(value, ':') != colon)
+			return false;
+		hostlen = (size_t)(colon - value);
+		if (hostlen == 0 || hostlen >= sizeof(host))
+			return false;
+		memcpy(host, value, hostlen);
+		host[hostlen] = '\0';
+		if (inet_pton(AF_INET, host, addr) != 1 && !valid_host_name(host))
+			return false;
+		port = colon + 1;
+	}
+	if (!isdigit((unsigned char)port[0]))
+		return false;
+	errno = 0;
+	n = strtoul(port, &end, 10);
+	return errno == 0 && *end == '\0' && n >= 1 && n <= 65535;
+}
+
+/* Tell whether s is a node id: 1-64 letters, digits, '.', '_', '-' or ':'. */
+bool
+config_valid_node(const char *s, size_t len)
+{
+	if (len == 0 || len > CLUSTER_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)s[i]) && strchr("._-:", s[i]) == NULL)
 			return false;
 	return true;
 }
@@ -523,6 +589,46 @@ parse_value(const struct config_key *key, const char *value, struct config *cfg,
 		addr_acl_free(&acl);
 		return store_copy(cfg, key, value);
 	}
+	case KEY_CLUSTER:
+		if (!parse_bool(value, SLOT(cfg, key, bool), why, whylen))
+			return false;
+#ifndef HAVE_HIREDIS
+		if (*SLOT(cfg, key, bool)) {
+			*SLOT(cfg, key, bool) = false;
+			snprintf(why, whylen,
+			         "cluster support is not built in (echochatd was built without hiredis)");
+			return false;
+		}
+#endif
+		return true;
+	case KEY_REDIS:
+		if (!valid_redis_address(value)) {
+			snprintf(why, whylen,
+			         "%s is not HOST:PORT, [IPV6]:PORT or an absolute unix socket path",
+			         quote(value, qbuf, sizeof(qbuf)));
+			return false;
+		}
+		return store_copy(cfg, key, value);
+	case KEY_NODE:
+		if (value[0] != '\0' && !config_valid_node(value, strlen(value))) {
+			snprintf(why, whylen,
+			         "%s is not a node id (1-64 letters, digits, '.', '_', '-' or ':')",
+			         quote(value, qbuf, sizeof(qbuf)));
+			return false;
+		}
+		return store_copy(cfg, key, value);
+	case KEY_PREFIX: {
+		size_t len = strlen(value);
+		bool printable = len > 0 && len <= CLUSTER_NAME_MAX;
+		for (size_t i = 0; i < len && printable; i++)
+			printable = isgraph((unsigned char)value[i]);
+		if (!printable) {
+			snprintf(why, whylen, "%s is not a prefix (1-64 printable characters, no blanks)",
+			         quote(value, qbuf, sizeof(qbuf)));
+			return false;
+		}
+		return store_copy(cfg, key, value);
+	}
 	case KEY_LOG_TARGET:
 		if (strcmp(value, "stderr") != 0 && strcmp(value, "syslog") != 0 && value[0] != '/') {
 			snprintf(why, whylen, "%s is not stderr, syslog or an absolute file path",
@@ -542,6 +648,7 @@ format_value(const struct config_key *key, const struct config *cfg, char *buf, 
 
 	switch (key->type) {
 	case KEY_BOOL:
+	case KEY_CLUSTER:
 		snprintf(buf, len, "%s", *SLOT(c, key, const bool) ? "yes" : "no");
 		break;
 	case KEY_UINT:
@@ -556,6 +663,9 @@ format_value(const struct config_key *key, const struct config *cfg, char *buf, 
 	case KEY_PATH:
 	case KEY_NAME:
 	case KEY_ACL:
+	case KEY_REDIS:
+	case KEY_NODE:
+	case KEY_PREFIX:
 		snprintf(buf, len, "%s", *SLOT(c, key, char *const));
 		break;
 	case KEY_LOG_LEVEL:
@@ -577,8 +687,12 @@ key_holds_string(const struct config_key *key)
 	case KEY_PATH:
 	case KEY_NAME:
 	case KEY_ACL:
+	case KEY_REDIS:
+	case KEY_NODE:
+	case KEY_PREFIX:
 		return true;
 	case KEY_BOOL:
+	case KEY_CLUSTER:
 	case KEY_UINT:
 	case KEY_SIZE:
 	case KEY_LOG_LEVEL:

@@ -56,7 +56,16 @@ struct config {
 	bool metrics_enabled;
 	char *metrics_bind;
 	unsigned metrics_port;
+	/* [cluster] */
+	bool cluster_enabled;
+	char *cluster_redis;  /* "HOST:PORT", "[V6]:PORT" or "/unix/socket" */
+	char *cluster_node;   /* "" until config_read fills in host name:chat port */
+	char *cluster_prefix; /* "echochat:" */
+	unsigned cluster_heartbeat;
 };
+
+/* Longest node id and key prefix of [cluster]. */
+#define CLUSTER_NAME_MAX 64
 
 /* Error messages gathered while loading: every error, not only the first. */
 struct config_errors {
@@ -82,6 +91,7 @@ size_t config_restart_changes(const struct config *old, const struct config *cfg
 /* Split "a, b,c" into its items; returns the count, or 0. Free with config_list_free. */
 size_t config_list_split(const char *list, char ***items);
 void config_list_free(char **items, size_t count);
+bool config_valid_node(const char *s, size_t len);
 
 void config_errors_init(struct config_errors *errors);
 void config_errors_clear(struct config_errors *errors);

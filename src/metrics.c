@@ -4,6 +4,7 @@
 #include <event2/buffer.h>
 
 #include "chat.h"
+#include "config.h"
 #include "log.h"
 #include "server.h"
 
@@ -91,6 +92,37 @@ sent(const struct server *s, int id)
 	return metrics.service[id].bytes_sent;
 }
 
+/* The [cluster] metrics: one line each, only when the cluster is enabled. */
+static void
+cluster_metrics_format(struct evbuffer *out)
+{
+	static const struct {
+		const char *name, *type, *help;
+		const uint64_t *value;
+	} rows[] = {
+		{"echochatd_cluster_connected", "gauge",
+		 "1 while both Redis connections are up, else 0.", &metrics.cluster_connected},
+		{"echochatd_cluster_messages_published_total", "counter",
+		 "Commands and publications sent to Redis.", &metrics.cluster_published},
+		{"echochatd_cluster_messages_received_total", "counter",
+		 "Messages received on the cluster channels.", &metrics.cluster_received},
+		{"echochatd_cluster_messages_dropped_total", "counter",
+		 "Malformed messages from Redis, dropped.", &metrics.cluster_dropped},
+		{"echochatd_cluster_queue_dropped_total", "counter",
+		 "Publications dropped because the outage queue was full.",
+		 &metrics.cluster_queue_dropped},
+		{"echochatd_cluster_queue_length", "gauge",
+		 "Publications waiting for Redis to come back.", &metrics.cluster_queue_length},
+		{"echochatd_cluster_nodes", "gauge", "Other live nodes of the cluster.",
+		 &metrics.cluster_nodes},
+	};
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		header(out, rows[i].name, rows[i].type, rows[i].help);
+		evbuffer_add_printf(out, "%s %llu\n", rows[i].name, (unsigned long long)*rows[i].value);
+	}
+}
+
 /* The whole exposition, in the Prometheus text format 0.0.4. */
 void
 metrics_format(struct evbuffer *out, const struct server *s)
@@ -147,6 +179,8 @@ metrics_format(struct evbuffer *out, const struct server *s)
 	                    (unsigned long long)metrics.reloads_ok);
 	evbuffer_add_printf(out, "echochatd_config_reloads_total{result=\"failed\"} %llu\n",
 	                    (unsigned long long)metrics.reloads_failed);
+	if (s->config->cluster_enabled)
+		cluster_metrics_format(out);
 }
 
 /* One log line with the main counters (SIGUSR1). */

@@ -46,6 +46,14 @@ struct metrics {
 	uint64_t chat_slow_consumers;
 	uint64_t reloads_ok;
 	uint64_t reloads_failed;
+	/* [cluster] */
+	uint64_t cluster_connected; /* gauge: 1 while both Redis connections are up */
+	uint64_t cluster_published;
+	uint64_t cluster_received;
+	uint64_t cluster_dropped; /* malformed messages from Redis */
+	uint64_t cluster_queue_dropped;
+	uint64_t cluster_queue_length; /* gauge */
+	uint64_t cluster_nodes;        /* gauge: other live nodes */
 	time_t start_time;
 };
 

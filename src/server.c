@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "chat.h"
+#include "cluster.h"
 #include "config.h"
 #include "http.h"
 #include "metrics.h"
@@ -585,6 +586,7 @@ server_shutdown(struct server *s, int signo)
 	}
 	s->shutting_down = true;
 	notify_stopping();
+	cluster_stop(); /* the other nodes drop our users now, not after the drain */
 	log_notice("shutting down on %s: %u clients to drain", signal_name(signo), s->client_count);
 	TAILQ_FOREACH_SAFE(l, &s->listeners, entry, lnext)
 		listener_free(s, l, false);
@@ -641,6 +643,7 @@ server_reload(struct server *s)
 	config_free(old);
 	server_apply_limits(s);
 	server_apply_acls(s);
+	cluster_reload(s);
 	metrics.reloads_ok++;
 	if (http_apply(s) == -1)
 		log_error("metrics: the endpoint could not be opened");
@@ -742,7 +745,7 @@ server_start(struct server *s)
 	server_apply_limits(s);
 	server_adopt_inherited(s);
 	server_apply_acls(s);
-	if (server_apply_listeners(s) > 0 || http_apply(s) == -1)
+	if (server_apply_listeners(s) > 0 || http_apply(s) == -1 || cluster_start(s) == -1)
 		return -1;
 	if (notify_enabled()) {
 		server_on_status_timer(-1, 0, s);
@@ -772,6 +775,7 @@ server_free(struct server *s)
 
 	if (s == NULL)
 		return;
+	cluster_stop();
 	server_close_all(s, CLOSE_SHUTDOWN, NULL);
 	server_reap(s);
 	TAILQ_FOREACH_SAFE(l, &s->listeners, entry, lnext)
