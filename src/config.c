@@ -320,7 +320,8 @@ config_valid_node(const char *s, size_t len)
 	if (len == 0 || len > CLUSTER_NAME_MAX)
 		return false;
 	for (size_t i = 0; i < len; i++)
-		if (!isalnum((unsigned char)s[i]) && strchr("._-:", s[i]) == NULL)
+		/* s[i] != 0 first: strchr finds the NUL terminator of "._-:" too */
+		if (!isalnum((unsigned char)s[i]) && (s[i] == '\0' || strchr("._-:", s[i]) == NULL))
 			return false;
 	return true;
 }
@@ -1000,6 +1001,8 @@ config_validate(const struct config *cfg, struct config_errors *errors)
 		config_errors_add(errors, "[chat] port: %u is also the [echo] port", cfg->chat.port);
 	if (cfg->chat_settings.motd[0] != '\0' && cfg->chat_settings.motd_file[0] != '\0')
 		config_errors_add(errors, "[chat] motd and motd_file: set one or the other, not both");
+	if (cfg->cluster_enabled && !cfg->chat.enabled)
+		config_errors_add(errors, "[cluster] enabled: the cluster carries chat, and [chat] is disabled");
 	return (int)(errors->count - before);
 }
 

@@ -167,8 +167,11 @@ wire_decode(const char *payload, size_t len, struct wire_msg *m)
 			break;
 		case F_EPOCH: {
 			char digits[21];
-			if (flen == 0 || flen >= sizeof(digits) || strspn(p, "0123456789") < flen)
+			if (flen == 0 || flen >= sizeof(digits))
 				return -1;
+			for (size_t i = 0; i < flen; i++) /* not strspn: p is not NUL-terminated */
+				if (!isdigit((unsigned char)p[i]))
+					return -1;
 			memcpy(digits, p, flen);
 			digits[flen] = '\0';
 			m->epoch = strtoull(digits, NULL, 10);

@@ -13,6 +13,7 @@ main(void)
 	srunner_add_suite(runner, line_suite());
 	srunner_add_suite(runner, command_suite());
 	srunner_add_suite(runner, addr_suite());
+	srunner_add_suite(runner, wire_suite());
 	srunner_run_all(runner, CK_NORMAL);
 	failed = srunner_ntests_failed(runner);
 	srunner_free(runner);

@@ -9,5 +9,6 @@ Suite *log_suite(void);
 Suite *line_suite(void);
 Suite *command_suite(void);
 Suite *addr_suite(void);
+Suite *wire_suite(void);
 
 #endif
