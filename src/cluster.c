@@ -50,7 +50,7 @@
 /* A room's stream keeps at least this many entries, for catching up after an outage. */
 #define STREAM_MIN_LEN 1000
 /* Entries read per catch-up: a longer outage than this loses the older ones. */
-#define CATCHUP_MAX 1000
+#define CATCHUP_MAX 1000u
 #define KEY_MAX (CLUSTER_NAME_MAX * 2 + ROOM_MAX + 16)
 /* The most arguments of a queued command (EVAL of say_script). */
 #define QUEUE_MAX_ARGS 9
@@ -268,13 +268,16 @@ node_remove_user(struct remote_node *n, struct remote_user *u)
 static void
 node_clear_users(struct remote_node *n, const char *reason)
 {
-	struct remote_user *u;
+	struct remote_user *u, *next;
 
-	while ((u = TAILQ_FIRST(&n->users)) != NULL) {
+	/* freed in a FOREACH_SAFE, then the head reset: clang's analyzer misreads the
+	 * while (TAILQ_FIRST) { TAILQ_REMOVE; free } idiom as a use after free */
+	TAILQ_FOREACH_SAFE(u, &n->users, entry, next) {
 		if (reason != NULL)
 			chat_cluster_quit(u->nick, u->room, reason);
-		node_remove_user(n, u);
+		free(u);
 	}
+	TAILQ_INIT(&n->users);
 }
 
 /* A node is gone (expired, or said bye): its users quit everywhere here. */
@@ -446,12 +449,16 @@ room_drop_held(struct cluster_room *r)
 static int
 id_compare(const char *a, const char *b)
 {
-	unsigned long long ams = 0, aseq = 0, bms = 0, bseq = 0;
+	unsigned long long ams, aseq, bms, bseq;
+	char *end;
 
 	if (a[0] == '\0' || b[0] == '\0')
 		return (a[0] != '\0') - (b[0] != '\0');
-	(void)sscanf(a, "%llu-%llu", &ams, &aseq);
-	(void)sscanf(b, "%llu-%llu", &bms, &bseq);
+	/* both were checked by wire_id_valid (or are "0-0") */
+	ams = strtoull(a, &end, 10);
+	aseq = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
+	bms = strtoull(b, &end, 10);
+	bseq = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
 	if (ams != bms)
 		return ams < bms ? -1 : 1;
 	return aseq < bseq ? -1 : aseq > bseq;
@@ -1392,7 +1399,7 @@ parse_redis_address(const char *value)
 		snprintf(cl.host, sizeof(cl.host), "%.*s", (int)(colon - value - 2), value + 1);
 	else
 		snprintf(cl.host, sizeof(cl.host), "%.*s", (int)(colon - value), value);
-	cl.port = atoi(colon + 1);
+	cl.port = (int)strtol(colon + 1, NULL, 10); /* validated: 1..65535 */
 }
 
 /* Join the cluster (when enabled); the first connect happens in the loop. */
@@ -1468,9 +1475,9 @@ release_user(uint64_t client_id, const char *nick, const char *room, void *arg)
 void
 cluster_stop(void)
 {
-	struct remote_node *n;
-	struct remote_topic *t;
-	struct cluster_room *r;
+	struct remote_node *n, *nnext;
+	struct remote_topic *t, *tnext;
+	struct cluster_room *r, *rnext;
 	struct queued_command *q;
 
 	if (!cl.active)
@@ -1498,19 +1505,17 @@ cluster_stop(void)
 	event_free(cl.retry_timer);
 	event_free(cl.connect_timer);
 	event_free(cl.heartbeat_timer);
-	while ((n = TAILQ_FIRST(&cl.nodes)) != NULL) {
+	/* the lists are freed whole; cl is cleared below */
+	TAILQ_FOREACH_SAFE(n, &cl.nodes, entry, nnext) {
 		node_clear_users(n, NULL);
-		TAILQ_REMOVE(&cl.nodes, n, entry);
 		free(n);
 	}
-	while ((t = TAILQ_FIRST(&cl.topics)) != NULL) {
-		TAILQ_REMOVE(&cl.topics, t, entry);
+	TAILQ_FOREACH_SAFE(t, &cl.topics, entry, tnext) {
 		free(t->text);
 		free(t);
 	}
-	while ((r = TAILQ_FIRST(&cl.rooms)) != NULL) {
+	TAILQ_FOREACH_SAFE(r, &cl.rooms, entry, rnext) {
 		room_drop_held(r);
-		TAILQ_REMOVE(&cl.rooms, r, entry);
 		free(r);
 	}
 	while ((q = STAILQ_FIRST(&cl.queue)) != NULL) {
