@@ -30,6 +30,7 @@ struct options {
 	int senders;        /* chat */
 	long messages;      /* chat: lines per sender */
 	double rate;        /* chat: lines per second per sender, 0 = as fast as possible */
+	int sender_port;    /* chat: senders connect here (another node of a cluster); 0 = port */
 	long idle_conns;    /* idle: -n */
 	pid_t pid;          /* idle: the server's pid (0 = find it from the listening socket) */
 	int src_addrs;      /* bind clients to 127.0.0.2 .. 127.0.0.(K+1); -1 = automatic */
@@ -42,6 +43,7 @@ extern struct options opt;
 extern struct sockaddr_storage target;
 extern socklen_t target_len;
 extern char target_name[80]; /* "127.0.0.1:7007" or "[::1]:7007" */
+extern struct sockaddr_storage sender_target; /* chat --sender-port: where senders connect */
 
 int run_echo(void);
 int run_chat(void);
@@ -129,6 +131,7 @@ struct conn {
 	bool want_out;
 	const struct conn_ops *ops;
 	bool confirmed;   /* the server has answered on it */
+	bool to_sender_target; /* connect to sender_target instead of target */
 	uint64_t started; /* when connect() was called */
 };
 

@@ -345,6 +345,7 @@ int run_chat(void)
 		cc->c.id = i;
 		cc->c.ops = &chat_ops;
 		cc->sender = i >= opt.receivers;
+		cc->c.to_sender_target = cc->sender;
 		snprintf(cc->nick, sizeof cc->nick, "b%d", i);
 		snprintf(cc->joined_line, sizeof cc->joined_line, "* %s has joined #bench", cc->nick);
 		cc->tx_cap = cc->sender ? SENDER_TX : SETUP_TX;

@@ -44,6 +44,7 @@ struct options opt = {
 struct sockaddr_storage target;
 socklen_t target_len;
 char target_name[80];
+struct sockaddr_storage sender_target;
 
 static void usage(FILE *f)
 {
@@ -55,11 +56,13 @@ static void usage(FILE *f)
 "           K and M suffixes) in flight, for SECONDS (5) after WARMUP (1) seconds;\n"
 "           every echoed byte is verified. Default port 7007.\n"
 "  chat     [-H host] [-p port] [-r RECEIVERS] [-S SENDERS] [-m MESSAGES] [-t TIMEOUT]\n"
-"           [--rate LINES_PER_S]\n"
+"           [--rate LINES_PER_S] [--sender-port PORT]\n"
 "           RECEIVERS (100) and SENDERS (1) join #bench; each sender sends MESSAGES\n"
 "           (10000) lines, as fast as it can or --rate lines per second; ends when\n"
 "           every line reached every receiver, or after TIMEOUT (60) seconds.\n"
 "           Default port 7008. The daemon must run with [chat] rate = 0.\n"
+"           --sender-port: the senders connect to this port, another node of a\n"
+"           cluster (same address), to measure cross-node fan-out.\n"
 "  connect  [-H host] [-p port] [-c CONCURRENCY] [-t SECONDS] [-w WARMUP]\n"
 "           connect, echo one byte, close, CONCURRENCY (50) at a time, for SECONDS\n"
 "           (5) after WARMUP (1). Echo port (7007).\n"
@@ -146,6 +149,12 @@ static void resolve_target(void)
 		die("refusing '%s': give a numeric loopback address (127.0.0.1, ::1) or localhost",
 		    host);
 	}
+	/* same address; with --sender-port, another port: another node of a cluster */
+	sender_target = target;
+	if (opt.sender_port > 0 && target.ss_family == AF_INET)
+		((struct sockaddr_in *)&sender_target)->sin_port = htons((uint16_t)opt.sender_port);
+	else if (opt.sender_port > 0)
+		((struct sockaddr_in6 *)&sender_target)->sin6_port = htons((uint16_t)opt.sender_port);
 }
 
 static void raise_fd_limit(long need)
@@ -196,7 +205,7 @@ static void on_alarm(int sig)
 }
 
 enum {
-	OPT_JSON = 256, OPT_PID, OPT_SRC, OPT_RATE, OPT_CONNECT_TIMEOUT,
+	OPT_JSON = 256, OPT_PID, OPT_SRC, OPT_RATE, OPT_CONNECT_TIMEOUT, OPT_SENDER_PORT,
 };
 
 /* Which modes take which option (bit per mode). */
@@ -212,7 +221,7 @@ static unsigned option_modes(int ch)
 	case 'c': return M_ECHO | M_CONNECT;
 	case 's': case 'd': return M_ECHO;
 	case 'w': return M_ECHO | M_CONNECT;
-	case 'r': case 'S': case 'm': case OPT_RATE: return M_CHAT;
+	case 'r': case 'S': case 'm': case OPT_RATE: case OPT_SENDER_PORT: return M_CHAT;
 	case 'n': case OPT_PID: return M_IDLE;
 	default: return M_ALL;
 	}
@@ -234,6 +243,7 @@ static void parse_args(int argc, char **argv)
 		{ "senders", required_argument, 0, 'S' },
 		{ "messages", required_argument, 0, 'm' },
 		{ "rate", required_argument, 0, OPT_RATE },
+		{ "sender-port", required_argument, 0, OPT_SENDER_PORT },
 		{ "connections", required_argument, 0, 'n' },
 		{ "pid", required_argument, 0, OPT_PID },
 		{ "src-addrs", required_argument, 0, OPT_SRC },
@@ -296,6 +306,7 @@ static void parse_args(int argc, char **argv)
 		case 'm': opt.messages = parse_long(optarg, "message count", 1, 100000000); break;
 		case 'n': opt.idle_conns = parse_long(optarg, "connection count", 1, 1000000); break;
 		case OPT_RATE: opt.rate = parse_secs(optarg, "rate", 0); break;
+		case OPT_SENDER_PORT: opt.sender_port = (int)parse_long(optarg, "sender port", 1, 65535); break;
 		case OPT_PID: opt.pid = (pid_t)parse_long(optarg, "pid", 1, 1L << 30); break;
 		case OPT_SRC: opt.src_addrs = (int)parse_long(optarg, "source address count", 0, 250); break;
 		case OPT_CONNECT_TIMEOUT:

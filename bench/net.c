@@ -117,7 +117,8 @@ bool net_connect(struct conn *c, unsigned slot)
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.ptr = c };
 	if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
 		die("epoll_ctl: %s", strerror(errno));
-	if (connect(c->fd, (const struct sockaddr *)&target, target_len) < 0 &&
+	if (connect(c->fd, (const struct sockaddr *)(c->to_sender_target ? &sender_target : &target),
+		    target_len) < 0 &&
 	    errno != EINPROGRESS) {
 		int err = errno;
 		net_close(c);

@@ -105,6 +105,7 @@ struct cluster_room {
 	char name[ROOM_MAX + 2];
 	char last_id[WIRE_ID_MAX + 1]; /* the newest stream entry delivered here, or "" */
 	bool catching_up;              /* a stream read is in flight: live messages wait */
+	unsigned own_unread;           /* our messages to it since it opened, before the first read */
 	STAILQ_HEAD(, held_message) held;
 };
 
@@ -582,6 +583,7 @@ static void
 publish_say(const struct wire_msg *m)
 {
 	char stream[KEY_MAX], channel[KEY_MAX], maxlen[16], *payload;
+	struct cluster_room *room;
 	unsigned cap = cl.history > STREAM_MIN_LEN ? cl.history : STREAM_MIN_LEN;
 	size_t len, id_at;
 	const char *argv[QUEUE_MAX_ARGS];
@@ -589,6 +591,9 @@ publish_say(const struct wire_msg *m)
 
 	/* the stream keeps the payload with "-" for the id; the channel gets the id the
 	 * stream gave it, spliced in by the script between the two halves around the "-" */
+	room = room_find(m->room);
+	if (room != NULL && room->last_id[0] == '\0' && !room->catching_up)
+		room->own_unread++; /* the first read will see it: it is not history to replay */
 	payload = wire_encode(m, &len);
 	id_at = 2 + strlen(wire_type_name(m->type)) + 1 + strlen(m->node) + 1;
 	snprintf(maxlen, sizeof(maxlen), "%u", cap);
@@ -894,15 +899,36 @@ on_stream_reply(redisAsyncContext *ac, void *r, void *privdata)
 	}
 	if (reply->type == REDIS_REPLY_ARRAY) {
 		if (newest_first) {
-			/* a first subscription: the history replay for the newcomers here */
+			/*
+			 * A first subscription: the history replay for the newcomers here. Our
+			 * own newest entries were said here since the room opened (the cmd
+			 * connection is in order: they came before this read): the members
+			 * have them already.
+			 */
+			size_t skip_own = room->own_unread, replayable = 0;
+			bool *skip = calloc(reply->elements + 1, sizeof(*skip));
+
+			if (skip == NULL)
+				fatal("calloc");
+			for (size_t i = 0; i < reply->elements; i++) {
+				if (!stream_entry_decode(reply->element[i], &m))
+					skip[i] = true;
+				else if (skip_own > 0 && strcmp(m.node, cl.node) == 0) {
+					skip[i] = true;
+					skip_own--;
+				} else if (++replayable > cl.history)
+					skip[i] = true; /* older than the history length */
+			}
 			for (size_t i = reply->elements; i-- > 0;) {
 				if (!stream_entry_decode(reply->element[i], &m))
 					continue;
 				if (id_compare(m.id, room->last_id) > 0)
 					snprintf(room->last_id, sizeof(room->last_id), "%s", m.id);
-				if (i < cl.history)
+				if (!skip[i])
 					chat_cluster_replay(room->name, &m);
 			}
+			free(skip);
+			room->own_unread = 0;
 			if (room->last_id[0] == '\0')
 				snprintf(room->last_id, sizeof(room->last_id), "0-0");
 		} else {
@@ -955,7 +981,7 @@ room_read_stream(struct cluster_room *room)
 	argvlen[1] = cluster_key(stream, sizeof(stream), "history:", room->name);
 	argv[1] = stream;
 	if (newest_first) {
-		snprintf(count, sizeof(count), "%u", cl.history > 0 ? cl.history : 1);
+		snprintf(count, sizeof(count), "%u", cl.history + room->own_unread + 1);
 		argv[0] = "XREVRANGE";
 		argv[2] = "+";
 		argv[3] = "-";
