@@ -825,6 +825,11 @@ chat_process_input(struct chat_user *u)
 		struct line_event ev;
 		size_t used;
 
+		if (u->pending_nick[0] != '\0') {
+			/* the lines after a /nick are the new nick's: they wait for the claim */
+			client_pause_reading(c, PAUSE_CLUSTER);
+			break;
+		}
 		if (!bucket_ready(&u->bucket, cs->rate, cs->burst, now_ms())) {
 			chat_throttle(u);
 			break;
@@ -866,7 +871,7 @@ chat_on_read(struct client *c)
 {
 	struct chat_user *u = c->service_data;
 
-	if (u->client->paused & PAUSE_RATE)
+	if (u->client->paused & (PAUSE_RATE | PAUSE_CLUSTER))
 		return;
 	chat_process_input(u);
 	chat_flush();
@@ -1197,6 +1202,10 @@ chat_cluster_nick_result(uint64_t client_id, const char *nick, bool ok)
 				cluster_release_nick(nick);
 			chat_send(u, "! the nick %s is taken", nick);
 		}
+		/* then the lines that came after the /nick */
+		client_resume_reading(u->client, PAUSE_CLUSTER);
+		if (!(u->client->paused & PAUSE_RATE))
+			chat_process_input(u);
 	} else if (strcasecmp(u->nick, nick) == 0) {
 		/* the claim of a guest nick, or of a nick taken while Redis was away */
 		if (!ok)

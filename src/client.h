@@ -45,6 +45,7 @@ enum client_flag {
 enum client_pause {
 	PAUSE_BACKPRESSURE = 1u << 0,
 	PAUSE_RATE = 1u << 1,
+	PAUSE_CLUSTER = 1u << 2, /* chat: a nick claim is out; later lines wait for its answer */
 };
 
 struct client {

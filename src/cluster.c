@@ -138,6 +138,7 @@ static struct {
 	bool hb_pending;
 	unsigned backoff_ms;
 	struct event *retry_timer, *connect_timer, *heartbeat_timer;
+	struct event *flush_event; /* delivers what a batch of Redis replies queued */
 	struct evdns_base *dns;
 	struct evdns_getaddrinfo_request *dns_request;
 	uint64_t last_warning_ms;
@@ -845,6 +846,25 @@ handle_payload(const char *payload, size_t len)
 	chat_cluster_event(&m);
 }
 
+static void
+on_flush_event(evutil_socket_t fd, short what, void *arg)
+{
+	chat_cluster_event(NULL);
+}
+
+/*
+ * Deliver to the local users once hiredis has handled every reply of this read: one
+ * flush per message would write each line to each receiver alone (a write(2) per line
+ * and receiver), where a batch writes all the lines a receiver is owed at once. The
+ * event runs after the current callback, in the same loop turn.
+ */
+static void
+schedule_flush(void)
+{
+	if (!event_pending(cl.flush_event, EV_TIMEOUT, NULL))
+		event_active(cl.flush_event, EV_TIMEOUT, 0);
+}
+
 /* A stream entry [id, [field, value, ...]]: its payload, or NULL. */
 static const redisReply *
 stream_entry_payload(const redisReply *entry, const char **id)
@@ -956,6 +976,7 @@ on_stream_reply(redisAsyncContext *ac, void *r, void *privdata)
 			deliver_say(room, &m);
 		free(h);
 	}
+	schedule_flush();
 }
 
 /*
@@ -1020,7 +1041,7 @@ on_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
 		return;
 	if (strcmp(kind->str, "message") == 0 && reply->element[2]->type == REDIS_REPLY_STRING) {
 		handle_payload(reply->element[2]->str, reply->element[2]->len);
-		chat_cluster_event(NULL); /* deliver what the message queued */
+		schedule_flush();
 	} else if (strcmp(kind->str, "subscribe") == 0 && channel->len > prefix_len + 5 &&
 	           memcmp(channel->str + prefix_len, "room:", 5) == 0) {
 		struct cluster_room *room = room_find(channel->str + prefix_len + 5);
@@ -1466,7 +1487,9 @@ cluster_start(struct server *s)
 	cl.retry_timer = evtimer_new(cl.base, on_retry_timer, NULL);
 	cl.connect_timer = evtimer_new(cl.base, on_connect_timer, NULL);
 	cl.heartbeat_timer = event_new(cl.base, -1, EV_PERSIST, on_heartbeat_timer, NULL);
-	if (cl.retry_timer == NULL || cl.connect_timer == NULL || cl.heartbeat_timer == NULL)
+	cl.flush_event = event_new(cl.base, -1, 0, on_flush_event, NULL);
+	if (cl.retry_timer == NULL || cl.connect_timer == NULL || cl.heartbeat_timer == NULL ||
+	    cl.flush_event == NULL)
 		fatalx("cannot create the cluster timers");
 	cl.active = true;
 	heartbeat_schedule();
@@ -1531,6 +1554,7 @@ cluster_stop(void)
 	event_free(cl.retry_timer);
 	event_free(cl.connect_timer);
 	event_free(cl.heartbeat_timer);
+	event_free(cl.flush_event);
 	/* the lists are freed whole; cl is cleared below */
 	TAILQ_FOREACH_SAFE(n, &cl.nodes, entry, nnext) {
 		node_clear_users(n, NULL);
