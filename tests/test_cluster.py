@@ -686,6 +686,22 @@ def test_cross_node_private_message():
         sync_all([alice, bob])
 
 
+def test_lines_after_nick_wait_for_the_claim():
+    """A /nick and the lines behind it in one packet: the lines speak as the new nick."""
+    with Cluster(2) as cl:
+        alice = cl.client("n1", "alice")
+        bob = cl.client("n2", "bob")
+        cl.settle([alice, bob])
+        alice.send_raw(b"/nick alicia\r\nfirst as alicia\r\n/me still alicia\r\n")
+        expect_in_order(bob, ["* alice is now known as alicia", "<alicia> first as alicia",
+                              "* alicia still alicia"])
+        # a refused claim: the following line still comes, under the old nick
+        bob.send_raw(b"/nick alicia\r\nstill bob\r\n")
+        bob.expect("! the nick alicia is taken")
+        alice.wait_for("<bob> still bob")
+        sync_all([alice, bob])
+
+
 def test_cross_node_nick_collision():
     with Cluster(2) as cl:
         alice = cl.client("n1", "Sam")
@@ -1090,7 +1106,8 @@ def test_config_checks():
 
 if __name__ == "__main__":
     tl.main([test_config_checks, test_cross_node_room_chat, test_cross_node_notices,
-             test_cross_node_private_message, test_cross_node_nick_collision,
+             test_cross_node_private_message, test_lines_after_nick_wait_for_the_claim,
+             test_cross_node_nick_collision,
              test_cross_node_rooms, test_cross_node_history, test_redis_restart,
              test_redis_down_at_start, test_node_killed, test_garbage_on_channels,
              test_node_stopped_gracefully],
