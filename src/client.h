@@ -14,12 +14,14 @@
 	     (var) = (tvar))
 #endif
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 
 #include "addr.h"
 
 struct bufferevent;
 struct evbuffer;
+struct event;
 struct server;
 struct service;
 
@@ -52,7 +54,10 @@ struct client {
 	TAILQ_ENTRY(client) entry;
 	struct server *server;
 	const struct service *service;
-	struct bufferevent *bev;
+	struct bufferevent *bev; /* the output side, and the input buffer services read */
+	struct event *read_event; /* the input side: reads are ours (see client_on_readable) */
+	struct timeval read_timeout; /* idle_timeout, or shutdown_timeout while finishing */
+	bool has_read_timeout;
 	evutil_socket_t fd;
 	uint64_t id;
 	unsigned flags;

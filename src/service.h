@@ -33,7 +33,10 @@ struct service {
 
 	/* A client was accepted (may be NULL). */
 	void (*on_connect)(struct client *c);
-	/* Bytes are waiting in the client's input buffer. */
+	/* Bytes were read: with on_data, they are handed over as they are (valid only during
+	 * the call) and the input buffer stays unused; else they wait in the client's input
+	 * buffer (client_input) and on_read is called. One of the two is set. */
+	void (*on_data)(struct client *c, const unsigned char *data, size_t len);
 	void (*on_read)(struct client *c);
 	/* The peer sent FIN; everything it sent was given to on_read first. NULL: finish. */
 	void (*on_eof)(struct client *c);

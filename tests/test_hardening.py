@@ -750,7 +750,12 @@ def test_sighup_storm():
             check(not any("closed" in m for m in lv.get("info", [])),
                   "a client was closed during the storm: %r"
                   % [m for m in lv.get("info", []) if "closed" in m][:3])
-            check_eq(d.count_log(reloaded, since=mark), 200 + burst, "completed reloads")
+            # every reload that started completed; the burst's signals may still have been
+            # merging in the kernel when it looked settled, so count them all at the end
+            started, completed = d.count_log(reloading, since=mark), d.count_log(reloaded, since=mark)
+            check_eq(completed, started, "completed reloads (of those started)")
+            check(completed >= 200 + burst, "only %d reloads completed, expected at least %d"
+                  % (completed, 200 + burst))
         finally:
             tr.close()
         check_eq(d.stop(), 0, "exit status")
