@@ -23,6 +23,7 @@ static void client_on_readable(evutil_socket_t, short, void *);
 static void client_on_peer_eof(struct client *c);
 static void client_on_socket_error(struct client *c, int err);
 static void client_on_write(struct bufferevent *, void *);
+static void client_on_drain_write(struct bufferevent *, void *);
 static void client_on_event(struct bufferevent *, short, void *);
 
 /*
@@ -117,7 +118,8 @@ client_set_timeouts(struct client *c, unsigned seconds)
 	c->has_read_timeout = tv != NULL;
 	if (tv != NULL)
 		c->read_timeout = *tv;
-	bufferevent_set_timeouts(c->bev, NULL, tv);
+	if (c->bev != NULL)
+		bufferevent_set_timeouts(c->bev, NULL, tv);
 	if (event_pending(c->read_event, EV_READ, NULL))
 		client_watch_input(c); /* re-added: the new timeout counts from now */
 }
@@ -171,25 +173,13 @@ client_create(struct server *s, const struct service *svc, evutil_socket_t fd,
 		(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &svc->socket_sndbuf,
 		                 sizeof(svc->socket_sndbuf));
 	client_set_keepalive(fd, s->config->tcp_keepalive);
-	c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (c->bev == NULL) {
-		log_warnx("%s: %s: cannot create a bufferevent", svc->name, c->peer);
+	c->read_event = event_new(s->base, fd, EV_READ | EV_PERSIST, client_on_readable, c);
+	if (c->read_event == NULL) {
+		log_warnx("%s: %s: cannot create a read event", svc->name, c->peer);
 		close(fd);
 		free(c);
 		return NULL;
 	}
-	c->read_event = event_new(s->base, fd, EV_READ | EV_PERSIST, client_on_readable, c);
-	if (c->read_event == NULL) {
-		log_warnx("%s: %s: cannot create a read event", svc->name, c->peer);
-		bufferevent_free(c->bev); /* closes fd */
-		free(c);
-		return NULL;
-	}
-	/* bufferevent_socket freezes the input's tail for its own reads; ours fill it */
-	evbuffer_unfreeze(bufferevent_get_input(c->bev), 0);
-	bufferevent_setcb(c->bev, NULL, client_on_write, client_on_event, c);
-	evbuffer_add_cb(bufferevent_get_output(c->bev), client_count_output, c);
-	bufferevent_enable(c->bev, EV_WRITE);
 	client_set_timeouts(c, sc->idle_timeout);
 	client_watch_input(c);
 	server_client_added(s, c);
@@ -199,16 +189,44 @@ client_create(struct server *s, const struct service *svc, evutil_socket_t fd,
 	return c;
 }
 
+/* The input buffer of an on_read service, made on first use. */
 struct evbuffer *
 client_input(struct client *c)
 {
-	return bufferevent_get_input(c->bev);
+	if (c->input == NULL && (c->input = evbuffer_new()) == NULL)
+		fatal("evbuffer_new");
+	return c->input;
 }
 
 size_t
 client_output_length(const struct client *c)
 {
-	return evbuffer_get_length(bufferevent_get_output(c->bev));
+	return c->bev != NULL ? evbuffer_get_length(bufferevent_get_output(c->bev)) : 0;
+}
+
+/*
+ * The output queue, made when the kernel first refuses to take everything at once.
+ * Until then a client has no bufferevent at all: an idle connection, or one whose
+ * writes all went straight to the socket, costs a struct client and a read event
+ * (about half a KiB) instead of a bufferevent with its two evbuffers and events.
+ */
+static struct evbuffer *
+client_output(struct client *c)
+{
+	const struct timeval *tv = c->has_read_timeout ? &c->read_timeout : NULL;
+
+	if (c->bev != NULL)
+		return bufferevent_get_output(c->bev);
+	c->bev = bufferevent_socket_new(c->server->base, c->fd, 0); /* the fd stays ours */
+	if (c->bev == NULL)
+		fatal("bufferevent_socket_new");
+	bufferevent_setcb(c->bev, NULL,
+	                  (c->flags & CLIENT_FINISHING) ? client_on_drain_write : client_on_write,
+	                  client_on_event, c);
+	evbuffer_add_cb(bufferevent_get_output(c->bev), client_count_output, c);
+	bufferevent_set_timeouts(c->bev, NULL, tv);
+	bufferevent_enable(c->bev, EV_WRITE);
+	return bufferevent_get_output(c->bev);
 }
 
 /*
@@ -252,7 +270,8 @@ client_send_buffer(struct client *c, struct evbuffer *buf)
 		else
 			client_note_write_error(c);
 	}
-	evbuffer_add_buffer(bufferevent_get_output(c->bev), buf);
+	if (evbuffer_get_length(buf) > 0)
+		evbuffer_add_buffer(client_output(c), buf);
 }
 
 /* Queue bytes for the client. */
@@ -272,7 +291,7 @@ client_send(struct client *c, const void *data, size_t len)
 			client_note_write_error(c);
 	}
 	if (len > 0)
-		bufferevent_write(c->bev, data, len);
+		evbuffer_add(client_output(c), data, len);
 }
 
 /* Queue bytes owned by someone else; release(data, len, arg) runs once they are sent. */
@@ -280,13 +299,26 @@ void
 client_send_reference(struct client *c, const void *data, size_t len,
                       void (*release)(const void *data, size_t len, void *arg), void *arg)
 {
-	if (c->flags & CLIENT_CLOSED)
-		return;
-	if (evbuffer_add_reference(bufferevent_get_output(c->bev), data, len, release, arg) == -1) {
+	const char *rest = data;
+
+	if (c->flags & CLIENT_CLOSED) {
 		release(data, len, arg);
 		return;
 	}
 	c->bytes_queued += len;
+	if (client_may_write_now(c)) {
+		ssize_t written = send(c->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (written > 0) {
+			metrics.service[c->service->id].bytes_sent += (uint64_t)written;
+			rest += written;
+		} else
+			client_note_write_error(c);
+	}
+	if (rest == (const char *)data + len)
+		release(data, len, arg);
+	else if (evbuffer_add_reference(client_output(c), rest, len - (size_t)(rest - (const char *)data),
+	                                release, arg) == -1)
+		release(data, len, arg);
 }
 
 /*
@@ -302,7 +334,7 @@ client_pause_reading(struct client *c, unsigned why)
 	if (c->paused == 0)
 		event_del(c->read_event);
 	c->paused |= why;
-	if (why & PAUSE_BACKPRESSURE)
+	if ((why & PAUSE_BACKPRESSURE) && c->bev != NULL)
 		bufferevent_setwatermark(c->bev, EV_WRITE, c->service->output_low_water, 0);
 }
 
@@ -313,7 +345,7 @@ client_resume_reading(struct client *c, unsigned why)
 	if (!(c->paused & why) || (c->flags & CLIENT_CLOSED))
 		return;
 	c->paused &= ~why;
-	if (why & PAUSE_BACKPRESSURE)
+	if ((why & PAUSE_BACKPRESSURE) && c->bev != NULL)
 		bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 	if (c->paused == 0 && !(c->flags & (CLIENT_FINISHING | CLIENT_PEER_EOF)))
 		client_watch_input(c);
@@ -384,7 +416,7 @@ client_take_input(struct client *c, const unsigned char *data, size_t len)
 	if (svc->on_data != NULL)
 		svc->on_data(c, data, len);
 	else {
-		if (evbuffer_add(bufferevent_get_input(c->bev), data, len) == -1) {
+		if (evbuffer_add(client_input(c), data, len) == -1) {
 			client_close(c, CLOSE_ERROR, "out of memory");
 			return;
 		}
@@ -488,8 +520,6 @@ client_on_drain_write(struct bufferevent *bev, void *arg)
 void
 client_finish(struct client *c, enum close_reason reason, const char *detail)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-
 	if (c->flags & (CLIENT_FINISHING | CLIENT_CLOSED))
 		return;
 	c->flags |= CLIENT_FINISHING;
@@ -499,10 +529,13 @@ client_finish(struct client *c, enum close_reason reason, const char *detail)
 	if (c->flags & CLIENT_CLOSED)
 		return;
 	c->paused = 0;
-	evbuffer_drain(in, evbuffer_get_length(in));
-	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-	bufferevent_setcb(c->bev, NULL, client_on_drain_write, client_on_event, c);
-	bufferevent_enable(c->bev, EV_WRITE);
+	if (c->input != NULL)
+		evbuffer_drain(c->input, evbuffer_get_length(c->input));
+	if (c->bev != NULL) {
+		bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+		bufferevent_setcb(c->bev, NULL, client_on_drain_write, client_on_event, c);
+		bufferevent_enable(c->bev, EV_WRITE);
+	}
 	/* from now on both sides time out after shutdown_timeout; input is read and dropped */
 	event_del(c->read_event);
 	client_set_timeouts(c, c->server->config->shutdown_timeout);
@@ -582,7 +615,7 @@ client_close(struct client *c, enum close_reason reason, const char *detail)
 		return;
 	c->flags |= CLIENT_CLOSED;
 	client_set_reason(c, reason, detail);
-	bytes_out = c->bytes_queued - evbuffer_get_length(bufferevent_get_output(c->bev));
+	bytes_out = c->bytes_queued - client_output_length(c);
 	if (reason == CLOSE_ERROR) {
 		snprintf(why, sizeof(why), "%s", detail != NULL ? detail : "socket error");
 		why[0] = (char)tolower((unsigned char)why[0]);
@@ -605,11 +638,17 @@ client_close(struct client *c, enum close_reason reason, const char *detail)
 		          seconds_since(&c->started));
 	if (c->service->on_close != NULL)
 		c->service->on_close(c);
-	/* what is dropped unsent must not count as sent */
-	evbuffer_remove_cb(bufferevent_get_output(c->bev), client_count_output, c);
 	event_free(c->read_event);
 	c->read_event = NULL;
-	bufferevent_free(c->bev);
-	c->bev = NULL;
+	if (c->bev != NULL) {
+		/* what is dropped unsent must not count as sent */
+		evbuffer_remove_cb(bufferevent_get_output(c->bev), client_count_output, c);
+		bufferevent_free(c->bev);
+		c->bev = NULL;
+	}
+	if (c->input != NULL)
+		evbuffer_free(c->input);
+	c->input = NULL;
+	close(c->fd);
 	server_client_removed(c->server, c);
 }

@@ -54,7 +54,8 @@ struct client {
 	TAILQ_ENTRY(client) entry;
 	struct server *server;
 	const struct service *service;
-	struct bufferevent *bev; /* the output side, and the input buffer services read */
+	struct bufferevent *bev; /* the output queue, made when first needed (or NULL) */
+	struct evbuffer *input;  /* what an on_read service has not consumed (or NULL) */
 	struct event *read_event; /* the input side: reads are ours (see client_on_readable) */
 	struct timeval read_timeout; /* idle_timeout, or shutdown_timeout while finishing */
 	bool has_read_timeout;

@@ -52,7 +52,7 @@ http_clients_json(struct evbuffer *out, const struct server *s)
 		const char *nick = NULL, *room = NULL;
 		double age = (double)(now.tv_sec - c->started.tv_sec) +
 		             (double)(now.tv_nsec - c->started.tv_nsec) / 1e9;
-		uint64_t out_pending = c->bev != NULL ? client_output_length(c) : 0;
+		uint64_t out_pending = client_output_length(c);
 
 		evbuffer_add_printf(out,
 		                    "%s\n{\"id\":%llu,\"service\":\"%s\",\"peer\":\"%s\",\"age_seconds\":%.3f,"
