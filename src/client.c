@@ -536,9 +536,12 @@ client_finish(struct client *c, enum close_reason reason, const char *detail)
 		bufferevent_setcb(c->bev, NULL, client_on_drain_write, client_on_event, c);
 		bufferevent_enable(c->bev, EV_WRITE);
 	}
-	/* from now on both sides time out after shutdown_timeout; input is read and dropped */
+	/* from now on both sides time out after shutdown_timeout (with 0, FIN closes at once
+	 * and a flush that does not progress still ends at idle_timeout); input is dropped */
 	event_del(c->read_event);
-	client_set_timeouts(c, c->server->config->shutdown_timeout);
+	client_set_timeouts(c, c->server->config->shutdown_timeout != 0
+	                           ? c->server->config->shutdown_timeout
+	                           : service_config_of(c->server->config, c->service->id)->idle_timeout);
 	if (!(c->flags & CLIENT_PEER_EOF))
 		client_watch_input(c);
 	if (client_output_length(c) == 0)
