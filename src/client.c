@@ -314,10 +314,10 @@ client_send_reference(struct client *c, const void *data, size_t len,
 		} else
 			client_note_write_error(c);
 	}
-	if (rest == (const char *)data + len)
-		release(data, len, arg);
-	else if (evbuffer_add_reference(client_output(c), rest, len - (size_t)(rest - (const char *)data),
-	                                release, arg) == -1)
+	/* all sent, or the rest could not be queued: the reference is given back now */
+	if (rest == (const char *)data + len ||
+	    evbuffer_add_reference(client_output(c), rest, len - (size_t)(rest - (const char *)data),
+	                           release, arg) == -1)
 		release(data, len, arg);
 }
 

@@ -931,13 +931,12 @@ on_stream_reply(redisAsyncContext *ac, void *r, void *privdata)
 			if (skip == NULL)
 				fatal("calloc");
 			for (size_t i = 0; i < reply->elements; i++) {
-				if (!stream_entry_decode(reply->element[i], &m))
-					skip[i] = true;
-				else if (skip_own > 0 && strcmp(m.node, cl.node) == 0) {
-					skip[i] = true;
-					skip_own--;
-				} else if (++replayable > cl.history)
-					skip[i] = true; /* older than the history length */
+				bool valid = stream_entry_decode(reply->element[i], &m);
+				bool ours = valid && skip_own > 0 && strcmp(m.node, cl.node) == 0;
+
+				skip_own -= ours;
+				/* malformed, said here since the room opened, or older than the history */
+				skip[i] = !valid || ours || ++replayable > cl.history;
 			}
 			for (size_t i = reply->elements; i-- > 0;) {
 				if (!stream_entry_decode(reply->element[i], &m))
