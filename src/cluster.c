@@ -743,24 +743,13 @@ cluster_release_nick(const char *nick)
 
 static void on_sub_reply(redisAsyncContext *ac, void *r, void *privdata);
 
+/* SUBSCRIBE or UNSUBSCRIBE (command) PREFIXkindNAME on the sub connection, if it is up. */
 static void
-subscribe(const char *kind, const char *name)
+subscription(const char *command, const char *kind, const char *name)
 {
 	char channel[KEY_MAX];
-	const char *argv[2] = {"SUBSCRIBE", channel};
-	size_t argvlen[2] = {9, 0};
-
-	argvlen[1] = cluster_key(channel, sizeof(channel), kind, name);
-	if (cl.sub != NULL && cl.sub_up)
-		redisAsyncCommandArgv(cl.sub, on_sub_reply, NULL, 2, argv, argvlen);
-}
-
-static void
-unsubscribe(const char *kind, const char *name)
-{
-	char channel[KEY_MAX];
-	const char *argv[2] = {"UNSUBSCRIBE", channel};
-	size_t argvlen[2] = {11, 0};
+	const char *argv[2] = {command, channel};
+	size_t argvlen[2] = {strlen(command), 0};
 
 	argvlen[1] = cluster_key(channel, sizeof(channel), kind, name);
 	if (cl.sub != NULL && cl.sub_up)
@@ -926,27 +915,31 @@ on_stream_reply(redisAsyncContext *ac, void *r, void *privdata)
 			 * have them already.
 			 */
 			size_t skip_own = room->own_unread, replayable = 0;
-			bool *skip = calloc(reply->elements + 1, sizeof(*skip));
+			/* per entry: -1 malformed (counted once), 0 not replayed, 1 replayed */
+			signed char *fate = calloc(reply->elements + 1, sizeof(*fate));
 
-			if (skip == NULL)
+			if (fate == NULL)
 				fatal("calloc");
 			for (size_t i = 0; i < reply->elements; i++) {
-				bool valid = stream_entry_decode(reply->element[i], &m);
-				bool ours = valid && skip_own > 0 && strcmp(m.node, cl.node) == 0;
-
+				bool ours;
+				if (!stream_entry_decode(reply->element[i], &m)) {
+					fate[i] = -1;
+					continue;
+				}
+				ours = skip_own > 0 && strcmp(m.node, cl.node) == 0;
 				skip_own -= ours;
-				/* malformed, said here since the room opened, or older than the history */
-				skip[i] = !valid || ours || ++replayable > cl.history;
+				/* said here since the room opened, or older than the history: not replayed */
+				fate[i] = (!ours && ++replayable <= cl.history) ? 1 : 0;
 			}
 			for (size_t i = reply->elements; i-- > 0;) {
-				if (!stream_entry_decode(reply->element[i], &m))
+				if (fate[i] < 0 || !stream_entry_decode(reply->element[i], &m))
 					continue;
 				if (id_compare(m.id, room->last_id) > 0)
 					snprintf(room->last_id, sizeof(room->last_id), "%s", m.id);
-				if (!skip[i])
+				if (fate[i] > 0)
 					chat_cluster_replay(room->name, &m);
 			}
-			free(skip);
+			free(fate);
 			room->own_unread = 0;
 			if (room->last_id[0] == '\0')
 				snprintf(room->last_id, sizeof(room->last_id), "0-0");
@@ -1062,7 +1055,7 @@ cluster_room_opened(const char *name)
 	snprintf(r->name, sizeof(r->name), "%s", name);
 	STAILQ_INIT(&r->held);
 	TAILQ_INSERT_TAIL(&cl.rooms, r, entry);
-	subscribe("room:", name);
+	subscription("SUBSCRIBE", "room:", name);
 }
 
 /* A local room lost its last member: stop hearing its channel. */
@@ -1073,7 +1066,7 @@ cluster_room_closed(const char *name)
 
 	if (!cl.active || (r = room_find(name)) == NULL)
 		return;
-	unsubscribe("room:", name);
+	subscription("UNSUBSCRIBE", "room:", name);
 	room_drop_held(r);
 	TAILQ_REMOVE(&cl.rooms, r, entry);
 	free(r);
@@ -1215,10 +1208,10 @@ cluster_on_linked(void)
 		           cl.warnings_suppressed, cl.warnings_suppressed == 1 ? " was" : "s were");
 	cl.warnings_suppressed = 0;
 	cl.last_warning_ms = 0;
-	subscribe("ctl", "");
-	subscribe("node:", cl.node);
+	subscription("SUBSCRIBE", "ctl", "");
+	subscription("SUBSCRIBE", "node:", cl.node);
 	TAILQ_FOREACH(r, &cl.rooms, entry)
-		subscribe("room:", r->name);
+		subscription("SUBSCRIBE", "room:", r->name);
 	/* the others may have gone quiet only because we could not hear them */
 	TAILQ_FOREACH(n, &cl.nodes, entry)
 		n->last_seen_ms = now_ms();

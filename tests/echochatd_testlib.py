@@ -204,6 +204,18 @@ def _kill_all_live():
 atexit.register(_kill_all_live)
 
 
+def track(proc):
+    """Register a started process object (with .pid, .tail() and .cleanup()): it is
+    stopped after the test that started it, and at exit at the latest."""
+    with _live_lock:
+        _live.add(proc)
+
+
+def untrack(proc):
+    with _live_lock:
+        _live.discard(proc)
+
+
 def _on_term(signum, frame):
     # make atexit handlers run when the harness kills us
     raise SystemExit(128 + signum)
@@ -308,8 +320,7 @@ class Daemon:
                                      env=daemon_env(self.env), close_fds=True,
                                      preexec_fn=self.preexec_fn)
         self.pid = self.proc.pid
-        with _live_lock:
-            _live.add(self)
+        track(self)
         self._t_err = threading.Thread(target=self._read_stderr, daemon=True)
         self._t_out = threading.Thread(target=self._read_stdout, daemon=True)
         self._t_err.start()
@@ -469,8 +480,7 @@ class Daemon:
                     f.close()
                 except Exception:
                     pass
-        with _live_lock:
-            _live.discard(self)
+        untrack(self)
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     def rss_kib(self):

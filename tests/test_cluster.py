@@ -20,7 +20,6 @@ marker message sent through the same Redis connection must be the next line.
 Until that point only membership notices (joined, left, quit, nick changes, guest
 renames) may be skipped, never a message."""
 
-import atexit
 import http.client
 import os
 import random
@@ -31,7 +30,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.dont_write_bytecode = True
@@ -159,20 +157,6 @@ def redis_ping(port):
 # --------------------------------------------------------------------------
 # redis-server
 
-_redis_live = set()
-_redis_lock = threading.Lock()
-
-
-def _kill_redis():
-    with _redis_lock:
-        servers = list(_redis_live)
-    for s in servers:
-        s.cleanup()
-
-
-atexit.register(_kill_redis)
-
-
 class RedisServer:
     """A redis-server in the foreground on 127.0.0.1:port (a free port unless given),
     without persistence, in a temporary directory. Stopped and started by pid."""
@@ -181,8 +165,8 @@ class RedisServer:
         self.tmpdir = os.path.realpath(tempfile.mkdtemp(prefix="echochatd-redis-"))
         self.logpath = os.path.join(self.tmpdir, "redis.log")
         self.proc = None
-        with _redis_lock:
-            _redis_live.add(self)
+        self.pid = 0
+        tl.track(self)                             # stopped by pid even if a test fails
         try:
             if port is not None:
                 self.port = port
@@ -255,8 +239,7 @@ class RedisServer:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 pass
-        with _redis_lock:
-            _redis_live.discard(self)
+        tl.untrack(self)
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
