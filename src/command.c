@@ -30,6 +30,38 @@ nick_valid(const char *nick, size_t len)
 	return true;
 }
 
+/*
+ * Write into out (NICK_MAX + 1 bytes) the key two nicks share when they would be taken for
+ * one another: letters are folded to lower case and the ASCII look-alikes I/l/1 and O/0
+ * to one letter each. Nick uniqueness compares these keys, never the nicks themselves.
+ */
+void
+nick_fold(const char *nick, char out[NICK_MAX + 1])
+{
+	size_t i;
+
+	for (i = 0; i < NICK_MAX && nick[i] != '\0'; i++) {
+		char ch = (char)tolower((unsigned char)nick[i]);
+		if (ch == 'i' || ch == '1')
+			ch = 'l';
+		else if (ch == '0')
+			ch = 'o';
+		out[i] = ch;
+	}
+	out[i] = '\0';
+}
+
+/* Tell whether two nicks would be taken for one another (see nick_fold). */
+bool
+nick_same(const char *a, const char *b)
+{
+	char fa[NICK_MAX + 1], fb[NICK_MAX + 1];
+
+	nick_fold(a, fa);
+	nick_fold(b, fb);
+	return strcmp(fa, fb) == 0;
+}
+
 /* Write "#name" into out if name (with or without its '#') is a valid room name. */
 bool
 room_normalize(const char *name, size_t len, char *out, size_t outlen)

@@ -33,6 +33,8 @@ struct command {
 
 void command_parse(const char *line, struct command *cmd);
 bool nick_valid(const char *nick, size_t len);
+void nick_fold(const char *nick, char out[NICK_MAX + 1]);
+bool nick_same(const char *a, const char *b);
 bool room_normalize(const char *name, size_t len, char *out, size_t outlen);
 
 #endif

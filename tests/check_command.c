@@ -108,6 +108,24 @@ START_TEST(test_bucket)
 }
 END_TEST
 
+START_TEST(test_nick_fold)
+{
+	char key[NICK_MAX + 1];
+
+	nick_fold("aIice", key);
+	ck_assert_str_eq(key, "allce");
+	ck_assert(nick_same("alice", "aIice"));
+	ck_assert(nick_same("alice", "ALICE"));
+	ck_assert(nick_same("alice", "a1ice"));
+	ck_assert(nick_same("bob", "B0B"));
+	ck_assert(nick_same("Bob_2-x", "b0b_2-X"));
+	ck_assert(!nick_same("bob", "bobby"));
+	ck_assert(!nick_same("bob_", "bob-"));
+	nick_fold("abcdefghijklmnopqrstuvwx", key);
+	ck_assert_uint_eq(strlen(key), NICK_MAX);
+}
+END_TEST
+
 Suite *
 command_suite(void)
 {
@@ -117,6 +135,7 @@ command_suite(void)
 	tcase_add_loop_test(tc, test_parse, 0, sizeof(parse_cases) / sizeof(parse_cases[0]));
 	tcase_add_test(tc, test_rules);
 	tcase_add_test(tc, test_bucket);
+	tcase_add_test(tc, test_nick_fold);
 	suite_add_tcase(s, tc);
 	return s;
 }
